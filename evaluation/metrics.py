@@ -132,7 +132,9 @@ def embedding_bits_per_byte_from_size(embedding_bits: float, n_ctx: int, bytes_p
     return embedding_bits / (n_ctx * bytes_per_token)
 
 
-def embedding_bits_per_byte(n_values: int, bits_per_value: float, n_ctx: int, bytes_per_token: float) -> float:
+def embedding_bits_per_byte(
+    n_values: int, bits_per_value: float, n_ctx: int, bytes_per_token: float
+) -> float:
     """Embedding cost in bits per byte: ``bpb_emb = n_p * b_p / (n_ctx * L_b/L_t)``.
 
     Args:
@@ -199,7 +201,9 @@ def hamming_accuracy(predicted_ids, target_ids, ignore_index: int = -100) -> flo
     counted = target != ignore_index
     num_counted = int(counted.sum())
     if num_counted == 0:
-        raise ValueError(f"no positions to score: every target is ignore_index={ignore_index} (or input is empty)")
+        raise ValueError(
+            f"no positions to score: every target is ignore_index={ignore_index} (or input is empty)"
+        )
     return float((predicted[counted] == target[counted]).sum() / num_counted)
 
 
