@@ -26,12 +26,14 @@ int4       uint8, two codes per byte   per-vector absmax, codes in [-7, 7], scal
 =========  ==========================  =====================================================
 
 Float formats are clamped to their finite range before the cast (saturation, never inf; NaN
-stays NaN). Integer formats store one **float16** scale per vector (like GGUF's Q8_0 / Q4_0),
-shape ``(..., 1)``; the scale is rounded *up* to the next float16 so that ``127 * scale >=
-absmax`` always holds and no code is ever clipped: every element is then within ``scale / 2``
-of its stored value. A zero vector gets scale 0 and dequantizes to exact zeros (no NaN). Integer
-formats refuse non-finite inputs and absmax beyond ``65504 * 127`` (resp. ``* 7``), which a
-float16 scale cannot express.
+stays NaN). Integer formats store one **bfloat16** scale per vector, shape ``(..., 1)`` (16 bits,
+like GGUF's float16 scales, but with float32's range: a vector with absmax 1e-4 keeps a normal,
+8-bit-precise scale where float16 would fall to a subnormal, and nothing overflows). The scale is
+rounded *up* to the next bfloat16 so that ``max_code * scale >= absmax`` always holds and no code
+is ever clipped: every element is then within ``scale / 2`` of its stored value, and the step is
+at most 2**-7 (relative) coarser than absmax / max_code. A zero vector gets scale 0 and
+dequantizes to exact zeros (no NaN). Integer formats refuse non-finite inputs (and float64
+values beyond bfloat16's range).
 
 int4 packing: code ``c`` in [-7, 7] is stored as the nibble ``c + 8``; element ``2i`` goes in the
 low nibble and ``2i + 1`` in the high nibble of byte ``i``. An odd ``dim`` is padded with one zero
@@ -70,8 +72,8 @@ FLOAT_FORMAT_DTYPES = {
 
 INT_FORMAT_MAX_CODE = {"int8": 127, "int4": 7}
 
-SCALE_DTYPE = torch.float16
-"""Dtype of the per-vector scale of the integer formats (16 bits per vector)."""
+SCALE_DTYPE = torch.bfloat16
+"""Dtype of the per-vector scale of the integer formats (16 bits per vector, float32 range)."""
 
 INT4_NIBBLE_OFFSET = 8
 
@@ -220,7 +222,7 @@ class QuantizedEmbedding:
     """Embedding stored in a low-bit format; holds only the codes and (for int formats) scales.
 
     ``codes``: the stored values, ``(..., dim)`` in the format's dtype for float formats and int8,
-    ``(..., ceil(dim / 2))`` uint8 for int4. ``scale``: per-vector float16 scale ``(..., 1)`` for
+    ``(..., ceil(dim / 2))`` uint8 for int4. ``scale``: per-vector bfloat16 scale ``(..., 1)`` for
     int8 / int4, None for float formats. ``shape`` / ``dtype``: of the original embedding.
     """
 
@@ -315,7 +317,7 @@ def round_trip(x: torch.Tensor, fmt: str) -> torch.Tensor:
 def quantization_step(x: torch.Tensor, fmt: str) -> torch.Tensor:
     """Quantization step Δ of ``fmt`` on ``x``, broadcastable to ``x``, computed without gradient.
 
-    int8 / int4: the stored per-vector scale (absmax / 127 or absmax / 7, float16 rounded up),
+    int8 / int4: the stored per-vector scale (absmax / 127 or absmax / 7, bfloat16 rounded up),
     shape ``(..., 1)``. Float formats: the grid spacing at each element (see
     :func:`float_grid_step`), shape of ``x``; this is exact for values inside a binade and, at an
     exact power of two, takes the spacing above (twice the one below).
