@@ -1,0 +1,296 @@
+"""Configurations of the three memmix model families.
+
+* `MixerConfig` (model_type ``masked_mixer``): the causal masked-mixer language model.
+* `MixerAutoencoderConfig` (model_type ``mixer_autoencoder``): one-pass autoencoder that squeezes a
+  window of ``n_ctx`` tokens into one embedding and regenerates the window from it.
+* `MemoryMixerConfig` (model_type ``memory_mixer``): a causal decoder that reads embeddings (memories)
+  of earlier chunks made by an encoder.
+
+All three accept the same core fields (``vocab_size``, ``hidden_size``, ``num_hidden_layers``, ``n_ctx``)
+and the same mixer options, so ``XConfig(vocab_size=..., hidden_size=..., num_hidden_layers=..., n_ctx=...)``
+builds a sensible model of each family. Every architecture variant of the seed is a field with
+enumerated values; invalid values raise ``ValueError`` naming the value and what is allowed.
+
+This file imports only ``transformers`` so it can travel with a checkpoint as remote code.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+BLOCK_TYPES = ("mixer", "transformer")
+DECODER_INPUTS = ("repeat", "unroll")
+MEMORY_MODES = ("past", "oracle", "recurrent")
+COMBINE_MODES = ("token", "concat", "sum")
+MEMORY_POSITIONS = ("fixed", "variable")
+EMBEDDING_FORMATS = ("bf16", "fp16", "e4m3", "e5m2", "int8", "int4")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {list(choices)}")
+
+
+def _check_positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def _check_heads(width_name: str, width: int, heads_name: str, heads: int) -> None:
+    if heads < 0:
+        raise ValueError(f"{heads_name}={heads} must be >= 0 (0 means one flat mixing matrix)")
+    if heads > 0 and width % heads != 0:
+        raise ValueError(f"{heads_name}={heads} must divide {width_name}={width}")
+
+
+class MemmixBaseConfig(PreTrainedConfig):
+    """Fields shared by every memmix family.
+
+    Args:
+        vocab_size: number of token ids.
+        hidden_size: width of the (decoder) token vectors.
+        num_hidden_layers: number of blocks (in the autoencoder: of encoder and of decoder each).
+        n_ctx: length the mixing matrices are built for (in the memory model: the chunk length).
+        intermediate_size: feed-forward width; default ``4 * hidden_size``. Stacks of another width
+            scale it in proportion.
+        mixer_heads: 0 = one flat ``n_ctx x n_ctx`` mixing matrix shared by all channels; ``h > 0`` =
+            multi-headed mixer (projection to ``h`` heads, one causal matrix each, projection back).
+        mixer_kernel_size: 1 = plain matrix mixing; ``k > 1`` = the seed's ``Conv1d(n_ctx, n_ctx, k)`` with
+            tokens as channels, so each output element also sees ``k`` neighbouring hidden elements of
+            every earlier token.
+        num_attention_heads: heads of the Llama blocks used by ``"transformer"`` stacks.
+        layer_norm_eps: epsilon of the layer norms.
+        initializer_range: std of the normal init of linear and embedding weights.
+        embedding_quantization: optional default format (one of ``EMBEDDING_FORMATS``) for embeddings
+            that an encoder hands on; ``None`` keeps float embeddings.
+        embedding_noise: quantization-aware training: ``None``, or a format whose half-step uniform noise
+            is added to the embedding in training mode.
+        embedding_noise_position: ``"embedding"`` adds that noise to the (bottlenecked) embedding;
+            ``"pre_bottleneck"`` is the seed's variant: noise before the bottleneck, with a residual
+            across it.
+    """
+
+    model_type = ""
+
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    n_ctx: int = 512
+    intermediate_size: int | None = None
+    mixer_heads: int = 0
+    mixer_kernel_size: int = 1
+    num_attention_heads: int = 4
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    embedding_quantization: str | None = None
+    embedding_noise: str | None = None
+    embedding_noise_position: str = "embedding"
+
+    def __post_init__(self, **kwargs):
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        super().__post_init__(**kwargs)
+        self.validate_memmix()
+
+    def validate_memmix(self) -> None:
+        """Raise ``ValueError`` for settings no memmix model can be built from."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "n_ctx", "intermediate_size"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("mixer_kernel_size", self.mixer_kernel_size)
+        _check_positive("num_attention_heads", self.num_attention_heads)
+        _check_heads("hidden_size", self.hidden_size, "mixer_heads", self.mixer_heads)
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
+            )
+        for name in ("embedding_quantization", "embedding_noise"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_choice(name, value, EMBEDDING_FORMATS)
+        _check_choice("embedding_noise_position", self.embedding_noise_position, ("embedding", "pre_bottleneck"))
+        for name in ("pad_token_id", "bos_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+
+    def ff_size(self, width: int) -> int:
+        """Feed-forward width for a stack of ``width`` channels (``intermediate_size`` scaled)."""
+        return max(1, self.intermediate_size * width // self.hidden_size)
+
+
+class MixerConfig(MemmixBaseConfig):
+    """Causal masked-mixer language model (`MixerForCausalLM`, `MixerModel`).
+
+    Args:
+        block_type: ``"mixer"`` (masked token mixing) or ``"transformer"`` (Llama blocks), the latter
+            for like-for-like comparisons inside one code base.
+    """
+
+    model_type = "masked_mixer"
+
+    block_type: str = "mixer"
+
+    def validate_memmix(self) -> None:
+        super().validate_memmix()
+        _check_choice("block_type", self.block_type, BLOCK_TYPES)
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.n_ctx
+
+
+class MixerAutoencoderConfig(MemmixBaseConfig):
+    """One-pass autoencoder (`MixerAutoencoder`).
+
+    Args:
+        encoder_layers / decoder_layers: depth of each half; default ``num_hidden_layers``.
+        encoder_type / decoder_type: ``"mixer"`` or ``"transformer"`` (Llama blocks), independently.
+        encoder_causal / decoder_causal: causal masks (the seed's finding: masked trains better; no masks at
+            all is unstable).
+        decoder_input: ``"repeat"`` (the embedding at every position) or ``"unroll"`` (position ``i`` gets
+            the window ``embedding[(i + j) % embedding_dim]`` for ``j < unroll_window``, then a shared
+            projection).
+        embedding_dim: size of the embedding; smaller than ``hidden_size`` adds a bottleneck
+            (``down`` / ``up`` projections). Default ``hidden_size``.
+        decoder_hidden_size: decoder width; default ``hidden_size`` (the seed compares a transformer
+            decoder of half the mixer's width).
+        unroll_window: width of each unrolled slice; default ``embedding_dim // 2`` as in the seed.
+    """
+
+    model_type = "mixer_autoencoder"
+
+    encoder_layers: int | None = None
+    decoder_layers: int | None = None
+    encoder_type: str = "mixer"
+    decoder_type: str = "mixer"
+    encoder_causal: bool = True
+    decoder_causal: bool = True
+    decoder_input: str = "repeat"
+    embedding_dim: int | None = None
+    decoder_hidden_size: int | None = None
+    unroll_window: int | None = None
+
+    def __post_init__(self, **kwargs):
+        self.encoder_layers = self.encoder_layers or self.num_hidden_layers
+        self.decoder_layers = self.decoder_layers or self.num_hidden_layers
+        self.embedding_dim = self.embedding_dim or self.hidden_size
+        self.decoder_hidden_size = self.decoder_hidden_size or self.hidden_size
+        self.unroll_window = self.unroll_window or max(1, self.embedding_dim // 2)
+        super().__post_init__(**kwargs)
+
+    def validate_memmix(self) -> None:
+        super().validate_memmix()
+        for name in ("encoder_layers", "decoder_layers", "embedding_dim", "decoder_hidden_size", "unroll_window"):
+            _check_positive(name, getattr(self, name))
+        _check_choice("encoder_type", self.encoder_type, BLOCK_TYPES)
+        _check_choice("decoder_type", self.decoder_type, BLOCK_TYPES)
+        _check_choice("decoder_input", self.decoder_input, DECODER_INPUTS)
+        _check_heads("decoder_hidden_size", self.decoder_hidden_size, "mixer_heads", self.mixer_heads)
+        if self.decoder_type == "transformer" and self.decoder_hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must divide "
+                f"decoder_hidden_size={self.decoder_hidden_size}"
+            )
+        if self.unroll_window > self.embedding_dim:
+            raise ValueError(
+                f"unroll_window={self.unroll_window} must not exceed embedding_dim={self.embedding_dim}"
+            )
+
+
+class MemoryMixerConfig(MemmixBaseConfig):
+    """Memory model (`MemoryMixerForCausalLM`): an encoder embeds chunks, a causal decoder reads them.
+
+    ``n_ctx`` is the chunk length (tokens per encoder and per decoder pass); the model accepts up to
+    ``n_ctx * (max_memories + 1)`` tokens.
+
+    Args:
+        memory_mode: ``"past"`` (chunk ``c`` reads the embeddings of chunks ``1..c-1``), ``"oracle"``
+            (embedding-augmented causal LM: each chunk reads the embedding of *itself*; its storage cost
+            is charged by the normalized loss) or ``"recurrent"`` (RMT-style baseline: the decoder's own
+            last state of chunk ``c-1`` is the memory of chunk ``c``).
+        combine: ``"token"`` (memories are extra leading positions), ``"concat"`` (the memory is appended
+            to every token vector, token vectors narrowed to ``hidden_size - memory_concat_dim``) or
+            ``"sum"`` (added to every token vector). ``concat``/``sum`` carry one memory per position, so
+            with ``memory_mode="past"`` they need ``max_memories=1``.
+        memory_positions: ``"fixed"`` (memories fill the first ``max_memories`` slots, then padding, then
+            the chunk) or ``"variable"`` (``c-1`` memories directly followed by the chunk).
+        max_memories: number of earlier chunks the decoder can hold.
+        encoder_hidden_size / encoder_layers / encoder_type / encoder_causal: the encoder, which may be
+            narrower than the decoder (its embedding is projected).
+        memory_dim: optional memory bottleneck (the autoencoder's ``embedding_dim``).
+        decoder_type: ``"mixer"`` or ``"transformer"``.
+        freeze_encoder: keep the encoder's weights fixed (e.g. taken from a trained autoencoder).
+        memory_concat_dim: channels given to the memory with ``combine="concat"``; default ``hidden_size // 4``.
+    """
+
+    model_type = "memory_mixer"
+
+    memory_mode: str = "past"
+    combine: str = "token"
+    memory_positions: str = "fixed"
+    max_memories: int = 3
+    encoder_hidden_size: int | None = None
+    encoder_layers: int | None = None
+    encoder_type: str = "mixer"
+    encoder_causal: bool = True
+    memory_dim: int | None = None
+    decoder_type: str = "mixer"
+    freeze_encoder: bool = False
+    memory_concat_dim: int | None = None
+
+    def __post_init__(self, **kwargs):
+        self.encoder_hidden_size = self.encoder_hidden_size or self.hidden_size
+        self.encoder_layers = self.encoder_layers or self.num_hidden_layers
+        self.memory_dim = self.memory_dim or self.encoder_hidden_size
+        self.memory_concat_dim = self.memory_concat_dim or max(1, self.hidden_size // 4)
+        super().__post_init__(**kwargs)
+
+    def validate_memmix(self) -> None:
+        super().validate_memmix()
+        _check_choice("memory_mode", self.memory_mode, MEMORY_MODES)
+        _check_choice("combine", self.combine, COMBINE_MODES)
+        _check_choice("memory_positions", self.memory_positions, MEMORY_POSITIONS)
+        _check_choice("encoder_type", self.encoder_type, BLOCK_TYPES)
+        _check_choice("decoder_type", self.decoder_type, BLOCK_TYPES)
+        for name in ("max_memories", "encoder_hidden_size", "encoder_layers", "memory_dim"):
+            _check_positive(name, getattr(self, name))
+        _check_heads("encoder_hidden_size", self.encoder_hidden_size, "mixer_heads", self.mixer_heads)
+        if self.encoder_type == "transformer" and self.encoder_hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must divide "
+                f"encoder_hidden_size={self.encoder_hidden_size}"
+            )
+        if self.memory_mode == "past" and self.combine != "token" and self.max_memories != 1:
+            raise ValueError(
+                f"combine={self.combine!r} carries one memory per position, but memory_mode='past' with "
+                f"max_memories={self.max_memories} has several; use combine='token' or max_memories=1"
+            )
+        if self.combine == "concat" and not 0 < self.memory_concat_dim < self.hidden_size:
+            raise ValueError(
+                f"memory_concat_dim={self.memory_concat_dim} must be between 1 and hidden_size-1 "
+                f"({self.hidden_size - 1})"
+            )
+
+    @property
+    def num_memory_slots(self) -> int:
+        """Leading decoder positions reserved for memories (token combination only)."""
+        if self.combine != "token":
+            return 0
+        return self.max_memories if self.memory_mode == "past" else 1
+
+    @property
+    def decoder_n_ctx(self) -> int:
+        """Length the decoder's mixing matrices are built for."""
+        return self.n_ctx + self.num_memory_slots
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.n_ctx * (self.max_memories + 1)
+
+
+__all__ = ["MixerConfig", "MixerAutoencoderConfig", "MemoryMixerConfig", "MemmixBaseConfig"]

@@ -1,0 +1,194 @@
+"""Building blocks shared by every memmix model: the masked token-mixing layer, the mixer block and the
+stacks of blocks (mixer or Llama transformer) that encoders and decoders are made of.
+
+One mixer block covers every variant of the seed, chosen by its arguments:
+
+* flat mixing (``heads=0, kernel_size=1``): ``y = tril(W) @ LN(x)``, one ``n_ctx x n_ctx`` matrix;
+* multi-headed mixing (``heads=h``): a projection to ``h`` heads, one causal matrix per head
+  (one batched matmul for all heads), heads concatenated and projected back;
+* kernel ``k > 1``: ``Conv1d(n_ctx, n_ctx, k, padding='same')`` with tokens as channels (grouped per head).
+
+The causal mask is applied inside the computation (``weight * mask``), never written into the weight, so it
+survives saving, loading, sharding and LoRA (whose update is added to ``weight`` before the mask).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+
+def causal_mask(length: int, device: torch.device) -> torch.Tensor:
+    """Lower-triangular boolean mask ``(length, length)``: row ``t`` may read columns ``<= t``."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+class MaskedTokenMixing(nn.Module):
+    """Mixes information across token positions with a learned (optionally causal) matrix per head.
+
+    Weight layouts (kept at most 3-D where possible so PEFT's ``target_parameters`` can adapt them):
+    flat ``(n_ctx, n_ctx)``, headed ``(h, n_ctx, n_ctx)``, flat conv ``(n_ctx, n_ctx, k)``,
+    headed conv ``(h, n_ctx, n_ctx, k)``. The bias is one value per (head and) output token.
+    """
+
+    def __init__(self, width: int, n_ctx: int, heads: int = 0, kernel_size: int = 1, causal: bool = True):
+        super().__init__()
+        self.width = width
+        self.n_ctx = n_ctx
+        self.heads = heads
+        self.kernel_size = kernel_size
+        self.causal = causal
+        head_shape = (heads,) if heads else ()
+        kernel_shape = (kernel_size,) if kernel_size > 1 else ()
+        self.weight = nn.Parameter(torch.empty(*head_shape, n_ctx, n_ctx, *kernel_shape))
+        self.bias = nn.Parameter(torch.zeros(*head_shape, n_ctx))
+        if heads:
+            self.in_proj = nn.Linear(width, width)
+            self.out_proj = nn.Linear(width, width)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The seed's init: torch's Conv1d default, uniform with bound ``1/sqrt(n_ctx * k)``."""
+        bound = 1.0 / math.sqrt(self.n_ctx * self.kernel_size)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+
+    def masked_weight(self, length: int) -> torch.Tensor:
+        """The mixing weight for the first ``length`` positions, with the causal mask applied."""
+        weight = self.weight[..., :length, :length, :] if self.kernel_size > 1 else self.weight[..., :length, :length]
+        if not self.causal:
+            return weight
+        mask = causal_mask(length, weight.device)
+        if self.kernel_size > 1:
+            mask = mask.unsqueeze(-1)
+        return weight * mask
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) -> (B, h, T, d/h) values to mix; identity shape-wise for a flat mixer."""
+        if not self.heads:
+            return x
+        batch, length, _ = x.shape
+        return self.in_proj(x).view(batch, length, self.heads, -1).transpose(1, 2)
+
+    def merge_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """Inverse of `split_heads`, including the output projection."""
+        if not self.heads:
+            return y
+        batch, _, length, _ = y.shape
+        return self.out_proj(y.transpose(1, 2).reshape(batch, length, self.width))
+
+    def mix(self, values: torch.Tensor) -> torch.Tensor:
+        """Token mixing of ``values`` ``(B, [h,] T, c)`` -> same shape. One matmul or one conv."""
+        length = values.shape[-2]
+        weight = self.masked_weight(length)
+        bias = self.bias[..., :length]
+        if self.kernel_size == 1:
+            return weight @ values + bias.unsqueeze(-1)
+        # tokens are channels: (B, [h*]T, c) convolved along the hidden axis, grouped per head
+        groups = self.heads or 1
+        batch, channels = values.shape[0], values.shape[-1]
+        flat_values = values.reshape(batch, groups * length, channels)
+        flat_weight = weight.reshape(groups * length, length, self.kernel_size)
+        mixed = F.conv1d(flat_values, flat_weight, bias.reshape(-1), padding="same", groups=groups)
+        return mixed.view_as(values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) normalized inputs -> (B, T, d) mixed, with T <= n_ctx."""
+        return self.merge_heads(self.mix(self.split_heads(x)))
+
+
+class FeedForward(nn.Module):
+    """Per-token two-layer MLP with GELU, as in the seed."""
+
+    def __init__(self, width: int, intermediate: int):
+        super().__init__()
+        self.up = nn.Linear(width, intermediate)
+        self.down = nn.Linear(intermediate, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class MixerBlock(nn.Module):
+    """Pre-norm block: ``y = x + Mix(LN(x))``, then ``y + FF(LN(y))``."""
+
+    def __init__(self, width: int, n_ctx: int, causal: bool, heads: int, kernel_size: int, intermediate: int,
+                 eps: float):
+        super().__init__()
+        self.mixer_norm = nn.LayerNorm(width, eps=eps)
+        self.mixing = MaskedTokenMixing(width, n_ctx, heads, kernel_size, causal)
+        self.ff_norm = nn.LayerNorm(width, eps=eps)
+        self.ff = FeedForward(width, intermediate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixing(self.mixer_norm(x))
+        return x + self.ff(self.ff_norm(x))
+
+
+class MixerStack(nn.Module):
+    """``depth`` mixer blocks of one width and context length."""
+
+    def __init__(self, width: int, depth: int, n_ctx: int, causal: bool, config):
+        super().__init__()
+        self.n_ctx = n_ctx
+        self.causal = causal
+        self.layers = nn.ModuleList(
+            MixerBlock(width, n_ctx, causal, config.mixer_heads, config.mixer_kernel_size,
+                       config.ff_size(width), config.layer_norm_eps)
+            for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class TransformerStack(nn.Module):
+    """``depth`` Llama decoder layers (from transformers) with rotary positions, causal or bidirectional.
+
+    Used for the hybrid variants the seed compares (transformer encoder or decoder); attention runs through
+    SDPA, whose ``is_causal`` flag selects the mask.
+    """
+
+    def __init__(self, width: int, depth: int, n_ctx: int, causal: bool, config):
+        super().__init__()
+        self.n_ctx = n_ctx
+        self.causal = causal
+        self.llama_config = LlamaConfig(
+            vocab_size=1,
+            hidden_size=width,
+            intermediate_size=config.ff_size(width),
+            num_hidden_layers=depth,
+            num_attention_heads=config.num_attention_heads,
+            max_position_embeddings=n_ctx,
+            rms_norm_eps=config.layer_norm_eps,
+            attn_implementation="sdpa",
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+        self.layers = nn.ModuleList(LlamaDecoderLayer(self.llama_config, i) for i in range(depth))
+        self.rotary_emb = LlamaRotaryEmbedding(config=self.llama_config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        position_embeddings = self.rotary_emb(x, position_ids=position_ids)
+        for layer in self.layers:
+            x = layer(x, attention_mask=None, position_ids=position_ids, position_embeddings=position_embeddings,
+                      is_causal=self.causal)
+        return x
+
+
+def build_stack(block_type: str, width: int, depth: int, n_ctx: int, causal: bool, config) -> nn.Module:
+    """Factory: a stack of mixer blocks or Llama blocks, chosen by ``block_type``."""
+    stack_class = {"mixer": MixerStack, "transformer": TransformerStack}[block_type]
+    return stack_class(width, depth, n_ctx, causal, config)
+
+
+__all__ = ["MaskedTokenMixing", "MixerBlock", "MixerStack", "TransformerStack", "build_stack", "causal_mask"]

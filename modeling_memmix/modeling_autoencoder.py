@@ -1,0 +1,127 @@
+"""The one-pass autoencoder `MixerAutoencoder` and the `TextEncoder` it shares with the memory model.
+
+The encoder reads ``n_ctx`` tokens; its hidden state at the last position, optionally squeezed through a
+bottleneck (``down`` to ``embedding_dim``), is the embedding. The decoder receives that single vector at every
+position (``repeat``: the same vector, or ``unroll``: position ``i`` gets a wrapped-around slice of the
+embedding, then a shared projection) and regenerates all ``n_ctx`` tokens in one pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configuration_memmix import MixerAutoencoderConfig
+from .mixer_layers import build_stack
+from .modeling_common import (
+    MemmixAutoencoderOutput,
+    MemmixPreTrainedModel,
+    check_input_ids,
+    check_labels,
+    token_cross_entropy,
+)
+
+AUTOENCODER_AUTO_MAP = {
+    "AutoConfig": "configuration_memmix.MixerAutoencoderConfig",
+    "AutoModel": "modeling_autoencoder.MixerAutoencoder",
+}
+
+
+class TextEncoder(nn.Module):
+    """Token embedding, a stack of blocks, and the embedding taken at the last position (then ``down``).
+
+    The memory model builds the same module with the same names, so a trained autoencoder's encoder
+    weights load into it unchanged.
+    """
+
+    def __init__(self, config, width: int, depth: int, embedding_dim: int, block_type: str, causal: bool):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, width)
+        self.stack = build_stack(block_type, width, depth, config.n_ctx, causal, config)
+        self.down = nn.Linear(width, embedding_dim) if embedding_dim != width else None
+
+    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, embedding_dim) embeddings."""
+        hidden = self.stack(self.embed_tokens(input_ids))
+        embedding = hidden[:, -1]
+        return self.down(embedding) if self.down is not None else embedding
+
+
+class MixerAutoencoder(MemmixPreTrainedModel):
+    """Autoencoder: ``encode(input_ids) -> (B, embedding_dim)``, ``decode(embedding) -> logits (B, n_ctx, V)``,
+    ``forward(input_ids, labels=None)`` -> `MemmixAutoencoderOutput` (loss, logits, embedding).
+
+    The reconstruction loss scores ``logits[:, t]`` against ``labels[:, t]`` (pass ``labels=input_ids``).
+    """
+
+    config_class = MixerAutoencoderConfig
+    AUTO_MAP = AUTOENCODER_AUTO_MAP
+
+    def __init__(self, config: MixerAutoencoderConfig):
+        super().__init__(config)
+        self.encoder = TextEncoder(config, config.hidden_size, config.encoder_layers, config.embedding_dim,
+                                   config.encoder_type, config.encoder_causal)
+        decoder_width = config.decoder_hidden_size
+        if config.decoder_input == "unroll":
+            self.up = nn.Linear(config.unroll_window, decoder_width)
+        else:
+            self.up = nn.Linear(config.embedding_dim, decoder_width) if config.embedding_dim != decoder_width else None
+        self.decoder = build_stack(config.decoder_type, decoder_width, config.decoder_layers, config.n_ctx,
+                                   config.decoder_causal, config)
+        self.norm = nn.LayerNorm(decoder_width, eps=config.layer_norm_eps)
+        self.lm_head = nn.Linear(decoder_width, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
+
+    def _check_window(self, input_ids: torch.Tensor) -> None:
+        check_input_ids(input_ids, self.config.vocab_size, self.config.n_ctx)
+        if input_ids.shape[1] != self.config.n_ctx:
+            raise ValueError(
+                f"input_ids has length {input_ids.shape[1]}, but the autoencoder encodes windows of exactly "
+                f"n_ctx={self.config.n_ctx} tokens"
+            )
+
+    def encode(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """(B, n_ctx) token ids -> (B, embedding_dim) embedding."""
+        self._check_window(input_ids)
+        return self.encoder(input_ids)
+
+    def decoder_inputs(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, embedding_dim) -> (B, n_ctx, decoder width): repeated or unrolled embedding."""
+        n_ctx = self.config.n_ctx
+        if self.config.decoder_input == "unroll":
+            window = self.config.unroll_window
+            offsets = torch.arange(n_ctx, device=embedding.device)[:, None] + torch.arange(window, device=embedding.device)
+            slices = embedding[:, offsets % embedding.shape[-1]]  # (B, n_ctx, window): one slice per position
+            return self.up(slices)
+        if self.up is not None:
+            embedding = self.up(embedding)
+        return embedding.unsqueeze(1).expand(-1, n_ctx, -1)
+
+    def decode(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, embedding_dim) embedding -> (B, n_ctx, V) logits of the regenerated window."""
+        expected = self.config.embedding_dim
+        if embedding.dim() != 2 or embedding.shape[-1] != expected:
+            raise ValueError(f"embedding must have shape (batch, {expected}), got {tuple(embedding.shape)}")
+        hidden = self.decoder(self.decoder_inputs(embedding))
+        return self.lm_head(self.norm(hidden))
+
+    def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None,
+                **kwargs) -> MemmixAutoencoderOutput:
+        embedding = self.encode(input_ids)
+        logits = self.decode(embedding)
+        output = MemmixAutoencoderOutput(logits=logits, embedding=embedding)
+        if labels is not None:
+            check_labels(labels, input_ids, self.config.vocab_size)
+            loss = token_cross_entropy(logits, labels, shift=False)
+            output.loss, output.loss_sum, output.num_tokens = loss.mean, loss.total, loss.count
+            output.token_losses = loss.per_token
+        return output
+
+
+MixerAutoencoderConfig.register_for_auto_class()
+MixerAutoencoder.register_for_auto_class("AutoModel")
+
+__all__ = ["MixerAutoencoder", "TextEncoder"]

@@ -1,0 +1,130 @@
+"""Pieces every memmix model shares: the `PreTrainedModel` base (weight init, Hub auto_map), output
+dataclasses, loss bookkeeping for exact bits per byte, and input validation with clear errors.
+
+Loss bookkeeping: besides the mean token cross-entropy ``loss``, outputs carry ``loss_sum`` (summed nats over
+the scored tokens), ``num_tokens`` and ``token_losses`` (per-token nats, 0 where the label is ignored), so
+bits per byte can be computed exactly over any set of windows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .mixer_layers import MaskedTokenMixing
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MemmixLMOutput(ModelOutput):
+    """Output of the causal models. ``logits`` is ``(B, T, V)``; ``logits[:, t]`` predicts token ``t + 1``."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    loss_sum: torch.FloatTensor | None = None
+    num_tokens: torch.LongTensor | None = None
+    token_losses: torch.FloatTensor | None = None
+    cache: object | None = None
+    hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class MemmixAutoencoderOutput(ModelOutput):
+    """Output of `MixerAutoencoder`. ``logits[:, t]`` reconstructs input token ``t`` (no shift)."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    embedding: torch.FloatTensor | None = None
+    loss_sum: torch.FloatTensor | None = None
+    num_tokens: torch.LongTensor | None = None
+    token_losses: torch.FloatTensor | None = None
+
+
+@dataclass
+class TokenLoss:
+    """Cross-entropy of a batch: mean, sum (nats), count of scored tokens and per-token values."""
+
+    mean: torch.Tensor
+    total: torch.Tensor
+    count: torch.Tensor
+    per_token: torch.Tensor
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> TokenLoss:
+    """Token cross-entropy in nats with ``-100`` ignored.
+
+    ``shift=True`` is next-token prediction (``logits[:, t]`` scored against ``labels[:, t + 1]``);
+    ``shift=False`` scores each position against its own label (autoencoder reconstruction).
+    The mean is NaN-free: with no scored token it is 0 (and ``count`` is 0).
+    """
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    per_token = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(labels.shape)
+    count = (labels != IGNORE_INDEX).sum()
+    total = per_token.sum()
+    return TokenLoss(mean=total / count.clamp(min=1), total=total, count=count, per_token=per_token)
+
+
+def check_input_ids(input_ids: torch.Tensor, vocab_size: int, max_length: int, what: str = "input_ids") -> None:
+    """Raise ``ValueError`` for empty input, a wrong shape, ids outside the vocabulary or too many tokens."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"{what} must have shape (batch, length), got shape {tuple(input_ids.shape)}")
+    if input_ids.numel() == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(input_ids.shape)}); give at least one token")
+    if input_ids.dtype.is_floating_point:
+        raise ValueError(f"{what} must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.shape[1] > max_length:
+        raise ValueError(
+            f"{what} has length {input_ids.shape[1]}, but this model accepts at most {max_length} tokens"
+        )
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"{what} contains token id {bad}, outside the vocabulary [0, {vocab_size})")
+
+
+def check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Labels must match the input's shape and hold vocabulary ids or -100."""
+    if labels.shape != input_ids.shape:
+        raise ValueError(f"labels shape {tuple(labels.shape)} differs from input_ids shape {tuple(input_ids.shape)}")
+    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < vocab_size))
+    if not bool(valid.all()):
+        bad = int(labels[~valid][0])
+        raise ValueError(f"labels contain {bad}, neither -100 nor inside the vocabulary [0, {vocab_size})")
+
+
+class MemmixPreTrainedModel(PreTrainedModel):
+    """Base class: weight init that keeps the mixing matrices at the seed's scale, and a Hub ``auto_map``
+    that lists every Auto class a checkpoint of this family answers (``AUTO_MAP``)."""
+
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["MixerBlock", "LlamaDecoderLayer"]
+    _supports_sdpa = True
+    AUTO_MAP: dict[str, str] = {}
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, MaskedTokenMixing):
+            # transformers' default (normal, std 0.02) would shrink an n_ctx-wide sum toward zero; keep the
+            # seed's Conv1d default scale instead.
+            bound = 1.0 / math.sqrt(module.n_ctx * module.kernel_size)
+            init.uniform_(module.weight, -bound, bound)
+            init.uniform_(module.bias, -bound, bound)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save, with an ``auto_map`` naming every Auto class of this family (see CONVENTIONS.md item 1)."""
+        if self.AUTO_MAP:
+            self.config.auto_map = dict(self.AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
