@@ -28,7 +28,13 @@ from transformers import GenerationMixin
 from .configuration_memmix import MemoryMixerConfig
 from .mixer_layers import build_stack
 from .modeling_autoencoder import TextEncoder
-from .modeling_common import MemmixLMOutput, MemmixPreTrainedModel, check_input_ids, check_labels, token_cross_entropy
+from .modeling_common import (
+    MemmixLMOutput,
+    MemmixPreTrainedModel,
+    check_input_ids,
+    check_labels,
+    token_cross_entropy,
+)
 
 MEMORY_AUTO_MAP = {
     "AutoConfig": "configuration_memmix.MemoryMixerConfig",

@@ -14,7 +14,13 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_memmix import MixerConfig
 from .mixer_layers import build_stack
-from .modeling_common import MemmixLMOutput, MemmixPreTrainedModel, check_input_ids, check_labels, token_cross_entropy
+from .modeling_common import (
+    MemmixLMOutput,
+    MemmixPreTrainedModel,
+    check_input_ids,
+    check_labels,
+    token_cross_entropy,
+)
 
 MIXER_AUTO_MAP = {
     "AutoConfig": "configuration_memmix.MixerConfig",
