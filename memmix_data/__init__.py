@@ -1,0 +1,46 @@
+"""memmix data pipeline: corpora (built-in, local files, Hub), byte-level BPE tokenizer, packed windows.
+
+Typical use::
+
+    documents = load_documents("builtin")
+    tokenizer = load_or_train_tokenizer("runs/tokenizer", documents, vocab_size=8000)
+    train = load_or_build_windows("builtin", tokenizer, window=512, split="train", cache_dir="runs/cache")
+"""
+
+from .corpus import HubUnreachableError, builtin_documents, builtin_fingerprint, check_utf8, load_documents
+from .packing import (
+    PackedWindows,
+    corpus_fingerprint,
+    load_or_build_windows,
+    pack_documents,
+    split_documents,
+    tokenizer_fingerprint,
+    window_text_bytes,
+)
+from .tokenizer import (
+    END_OF_TEXT,
+    load_or_train_tokenizer,
+    token_byte_lengths,
+    token_bytes,
+    train_tokenizer,
+)
+
+__all__ = [
+    "END_OF_TEXT",
+    "HubUnreachableError",
+    "PackedWindows",
+    "builtin_documents",
+    "builtin_fingerprint",
+    "check_utf8",
+    "corpus_fingerprint",
+    "load_documents",
+    "load_or_build_windows",
+    "load_or_train_tokenizer",
+    "pack_documents",
+    "split_documents",
+    "token_byte_lengths",
+    "token_bytes",
+    "tokenizer_fingerprint",
+    "train_tokenizer",
+    "window_text_bytes",
+]

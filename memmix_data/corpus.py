@@ -1,0 +1,291 @@
+"""Text corpora for memmix: a built-in offline corpus and a loader for local files and Hub datasets.
+
+The built-in corpus (`"builtin"`) is English documentation text read deterministically from the
+local Python installation, so tests and first runs need no download. Everything else goes through
+`datasets.load_dataset`:
+
+- `*.txt` files (paths or globs): one document per blank-line-separated paragraph block
+  (`datasets` text loader with `sample_by="paragraph"`). Each file is first checked with strict
+  UTF-8 decoding so a bad byte is reported with its file and offset.
+- `*.json` / `*.jsonl` files: one document per record, text taken from `text_column`.
+- `*.parquet` files: one document per row, text taken from `text_column`.
+- anything else is a Hub dataset id, optionally with a config name after a colon:
+  `"HuggingFaceFW/fineweb-edu:sample-10BT"` means `load_dataset("HuggingFaceFW/fineweb-edu",
+  "sample-10BT", split=split, streaming=streaming)`.
+
+A list of specs loads each one in turn and chains the documents.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import functools
+import glob
+import hashlib
+import inspect
+import itertools
+import os
+import sysconfig
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+BUILTIN_SPEC = "builtin"
+MIN_BUILTIN_DOCUMENT_CHARS = 200
+# Folders of the standard library that hold tests, tools, vendored packages or generated data.
+_SKIPPED_STDLIB_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "idlelib",
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        "lib-dynload",
+        "turtledemo",
+        "ensurepip",
+        "pydoc_data",
+        "lib2to3",
+    }
+)
+_LOADERS_BY_SUFFIX = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+_UTF8_CHECK_CHUNK_BYTES = 1 << 20
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hugging Face Hub cannot be reached (offline mode or no network)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in corpus
+# ---------------------------------------------------------------------------------------------
+
+
+def _stdlib_source_files() -> list[Path]:
+    """Python source files of the standard library in sorted, platform-independent order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(
+            d for d in subdirs if d not in _SKIPPED_STDLIB_DIRS and not d.startswith("config-")
+        )
+        for name in sorted(files):
+            if name.endswith(".py") and not name.startswith("test_"):
+                found.append(Path(directory) / name)
+    return found
+
+
+def _docstrings_of_source(path: Path) -> list[str]:
+    """Module, class and function docstrings of one source file, parsed with `ast` (never imported)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = (
+        ast.get_docstring(node, clean=True) for node in ast.walk(tree) if isinstance(node, documented)
+    )
+    return [doc for doc in docstrings if doc]
+
+
+def _pydoc_topics() -> list[str]:
+    """The help topics of `pydoc_data` (the language reference sections), sorted by topic name."""
+    from pydoc_data.topics import topics
+
+    return [topics[key] for key in sorted(topics)]
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_documents_tuple() -> tuple[str, ...]:
+    texts = itertools.chain.from_iterable(_docstrings_of_source(path) for path in _stdlib_source_files())
+    candidates = (inspect.cleandoc(text).strip() for text in itertools.chain(texts, _pydoc_topics()))
+    kept = (text for text in candidates if len(text) >= MIN_BUILTIN_DOCUMENT_CHARS)
+    return tuple(dict.fromkeys(kept))  # drop exact duplicates, keep first-seen order
+
+
+def builtin_documents() -> list[str]:
+    """The built-in corpus: stdlib docstrings and pydoc topics of this Python (about 1.7 MB on 3.11).
+
+    Deterministic for a given Python installation; computed once per process.
+    """
+    return list(_builtin_documents_tuple())
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_fingerprint() -> str:
+    """sha256 of the built-in corpus text, for cache keys."""
+    digest = hashlib.sha256()
+    for document in _builtin_documents_tuple():
+        digest.update(document.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Local files and Hub datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def check_utf8(path: str | os.PathLike) -> None:
+    """Raise ValueError naming the file and byte offset of the first byte that is not valid UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_UTF8_CHECK_CHUNK_BYTES):
+            pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                bad = offset - pending + err.start
+                raise ValueError(f"{path} is not valid UTF-8: undecodable byte at offset {bad}") from err
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:
+            pending = len(decoder.getstate()[0])
+            raise ValueError(
+                f"{path} is not valid UTF-8: truncated character at offset {offset - pending}"
+            ) from err
+
+
+def _looks_like_local_spec(spec: str) -> bool:
+    return Path(spec).suffix.lower() in _LOADERS_BY_SUFFIX or os.path.exists(spec)
+
+
+def _resolve_local_files(spec: str) -> list[str]:
+    """The files a path or glob names, sorted; FileNotFoundError when there are none."""
+    if glob.has_magic(spec):
+        files = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not files:
+            raise FileNotFoundError(f"No files match the pattern {spec!r}")
+        return files
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(f"Corpus file not found: {spec!r}")
+    return [spec]
+
+
+def _loader_for(files: list[str]) -> str:
+    suffixes = {Path(f).suffix.lower() for f in files}
+    loaders = {_LOADERS_BY_SUFFIX.get(s) for s in suffixes}
+    if None in loaders or len(loaders) != 1:
+        raise ValueError(
+            f"Cannot load {files[:3]}...: supported file types are {sorted(_LOADERS_BY_SUFFIX)}, "
+            f"one type per spec (got {sorted(suffixes)})"
+        )
+    return loaders.pop()
+
+
+def _load_local(spec: str, streaming: bool):
+    import datasets
+
+    files = _resolve_local_files(spec)
+    loader = _loader_for(files)
+    options = {}
+    if loader == "text":
+        for path in files:
+            check_utf8(path)
+        options = {"sample_by": "paragraph"}
+    return datasets.load_dataset(loader, data_files=files, split="train", streaming=streaming, **options)
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for var in _OFFLINE_ENV_VARS
+    )
+
+
+def _hub_unreachable(spec: str, reason: str) -> HubUnreachableError:
+    return HubUnreachableError(
+        f"Cannot load the Hub dataset {spec!r}: the Hugging Face Hub cannot be reached ({reason}). "
+        "Use local files instead (*.txt, *.json, *.jsonl, *.parquet paths or globs) or 'builtin'."
+    )
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(err).__mro__}
+    connection_names = {
+        "ConnectionError",
+        "ConnectError",
+        "OfflineModeIsEnabled",
+        "Timeout",
+        "TimeoutException",
+    }
+    return bool(names & connection_names) or "offline" in str(err).lower()
+
+
+def _load_hub(spec: str, split: str, streaming: bool):
+    """A Hub dataset; offline, only a copy already in the `datasets` cache can load."""
+    import datasets
+
+    if _hub_offline() and not datasets.config.HF_HUB_OFFLINE:
+        # Offline mode was switched on after `datasets` was imported, so `datasets` would still try
+        # the network (and retry for a while); fail at once instead.
+        raise _hub_unreachable(spec, "offline mode is set by HF_HUB_OFFLINE / HF_DATASETS_OFFLINE")
+    name, _, config = spec.partition(":")
+    try:
+        return datasets.load_dataset(name, config or None, split=split, streaming=streaming)
+    except Exception as err:
+        if _is_connection_error(err):
+            raise _hub_unreachable(spec, f"{type(err).__name__}: {err}") from err
+        raise
+
+
+def _column_names(dataset) -> list[str]:
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    first = next(iter(dataset), None)  # streaming datasets may not know their columns up front
+    return list(first) if first is not None else []
+
+
+def _texts_of(dataset, spec: str, text_column: str) -> Iterator[str]:
+    columns = _column_names(dataset)
+    if text_column not in columns:
+        raise ValueError(f"Corpus {spec!r} has no column {text_column!r}; available columns: {columns}")
+    if hasattr(dataset, "select_columns"):
+        dataset = dataset.select_columns([text_column])
+    for row in dataset:
+        text = row[text_column]
+        if text is not None and not isinstance(text, str):
+            raise ValueError(
+                f"Column {text_column!r} of {spec!r} holds {type(text).__name__} values, not text"
+            )
+        if text is not None and text.strip():
+            yield text
+
+
+def _documents_of_spec(spec: str, text_column: str, split: str, streaming: bool) -> Iterator[str]:
+    if spec == BUILTIN_SPEC:
+        return iter(builtin_documents())
+    if _looks_like_local_spec(spec):
+        return _texts_of(_load_local(spec, streaming), spec, text_column)
+    return _texts_of(_load_hub(spec, split, streaming), spec, text_column)
+
+
+def load_documents(
+    spec: str | list[str],
+    text_column: str = "text",
+    split: str = "train",
+    streaming: bool = False,
+    max_documents: int | None = None,
+) -> Iterator[str] | list[str]:
+    """Documents (non-empty strings) of a corpus spec; see the module docstring for the spec syntax.
+
+    Returns a list, or a lazy iterator when `streaming=True`. `split` is the Hub dataset split.
+    Raises FileNotFoundError for missing files, ValueError for an empty corpus, invalid UTF-8 in a
+    .txt file or a missing text column, HubUnreachableError when a Hub id is given offline.
+    """
+    if max_documents is not None and max_documents < 1:
+        raise ValueError(f"max_documents must be at least 1 or None, got {max_documents}")
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    if not specs:
+        raise ValueError("Empty corpus: no corpus spec given")
+    # Open every spec up front so a missing file or an unreachable Hub fails before any work is done.
+    per_spec = [_documents_of_spec(one, text_column, split, streaming) for one in specs]
+    documents: Iterable[str] = itertools.chain.from_iterable(per_spec)
+    documents = itertools.islice(documents, max_documents)
+    first = next(documents, None)
+    if first is None:
+        raise ValueError(f"Empty corpus: {spec!r} contains no non-empty documents")
+    documents = itertools.chain([first], documents)
+    return documents if streaming else list(documents)

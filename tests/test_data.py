@@ -1,0 +1,249 @@
+"""Tests of the memmix data pipeline: corpora, tokenizer byte accounting, document split, packing, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from memmix_data import (
+    END_OF_TEXT,
+    HubUnreachableError,
+    PackedWindows,
+    builtin_documents,
+    builtin_fingerprint,
+    load_documents,
+    load_or_build_windows,
+    load_or_train_tokenizer,
+    pack_documents,
+    split_documents,
+    token_byte_lengths,
+    token_bytes,
+    train_tokenizer,
+    window_text_bytes,
+)
+from memmix_data.corpus import _builtin_documents_tuple
+
+MULTIBYTE_TEXT = "naïve café 東京 🚀 — Ünïcödé ∑ x²\n\ttabs and  spaces"
+SMALL_VOCAB = 400
+
+
+@pytest.fixture(scope="module")
+def small_documents() -> list[str]:
+    """About 200 KB of the built-in corpus."""
+    documents, size = [], 0
+    for document in builtin_documents():
+        documents.append(document)
+        size += len(document.encode())
+        if size > 200_000:
+            break
+    return documents
+
+
+@pytest.fixture(scope="module")
+def tokenizer(small_documents):
+    return train_tokenizer(small_documents, vocab_size=SMALL_VOCAB)
+
+
+# --- corpus ----------------------------------------------------------------------------------
+
+
+def test_builtin_corpus_is_large_deterministic_and_clean():
+    documents = builtin_documents()
+    total_bytes = sum(len(d.encode("utf-8")) for d in documents)
+    assert total_bytes > 1_000_000
+    assert all(len(d) >= 200 and d == d.strip() for d in documents)
+    assert len(set(documents)) == len(documents)
+    fingerprint = builtin_fingerprint()
+    _builtin_documents_tuple.cache_clear()  # recompute from the files: same text, same order
+    assert builtin_documents() == documents
+    assert load_documents("builtin", max_documents=5) == documents[:5]
+    assert len(fingerprint) == 64
+
+
+def test_txt_paragraphs_and_globs(tmp_path):
+    (tmp_path / "a.txt").write_text("first paragraph\nstill first\n\nsecond paragraph\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("東京 third\n", encoding="utf-8")
+    documents = load_documents(str(tmp_path / "*.txt"))
+    assert len(documents) == 3
+    assert documents[0].startswith("first paragraph") and "still first" in documents[0]
+    assert "東京 third" in documents[2]
+    streamed = load_documents(str(tmp_path / "a.txt"), streaming=True)
+    assert not isinstance(streamed, list) and len(list(streamed)) == 2
+
+
+def test_jsonl_and_parquet_loading(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": f"document {i} ünï", "id": i} for i in range(4)] + [{"text": "", "id": 9}]
+    jsonl = tmp_path / "corpus.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    parquet = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"body": [r["text"] for r in rows], "id": [r["id"] for r in rows]}), parquet)
+
+    expected = [f"document {i} ünï" for i in range(4)]  # the empty document is dropped
+    assert load_documents(str(jsonl)) == expected
+    assert load_documents(str(parquet), text_column="body") == expected
+    assert load_documents([str(jsonl), str(jsonl)], max_documents=6) == expected + expected[:2]
+    with pytest.raises(ValueError, match=r"no column 'text'.*'body'.*'id'"):
+        load_documents(str(parquet))
+
+
+def test_missing_file_and_empty_corpus_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        load_documents(str(tmp_path / "nope.txt"))
+    with pytest.raises(FileNotFoundError, match=r"\*\.jsonl"):
+        load_documents(str(tmp_path / "*.jsonl"))
+    (tmp_path / "blank.txt").write_text("\n\n   \n", encoding="utf-8")
+    with pytest.raises(ValueError, match="Empty corpus"):
+        load_documents(str(tmp_path / "blank.txt"))
+    with pytest.raises(ValueError, match="Empty corpus"):
+        load_documents([])
+
+
+def test_undecodable_txt_names_file_and_offset(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("héllo ".encode() + b"\xff\xfe world")
+    with pytest.raises(ValueError, match=r"bad\.txt.*offset 7"):
+        load_documents(str(bad))
+
+
+def test_hub_id_offline_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnreachableError, match=r"Hub cannot be reached.*local files") as info:
+        load_documents("memmix-test-org/no-such-dataset:some-config")
+    assert "memmix-test-org/no-such-dataset" in str(info.value)
+    assert isinstance(info.value, ConnectionError)
+
+
+# --- tokenizer -------------------------------------------------------------------------------
+
+
+def test_tokenizer_is_deterministic_and_specials_come_first(small_documents, tokenizer):
+    again = train_tokenizer(small_documents, vocab_size=SMALL_VOCAB)
+    assert again.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
+    assert len(tokenizer) == SMALL_VOCAB
+    assert tokenizer.convert_tokens_to_ids(END_OF_TEXT) == 0
+    assert tokenizer.eos_token_id == tokenizer.bos_token_id == tokenizer.pad_token_id == 0
+
+
+def test_tokenizer_round_trip_and_auto_tokenizer_load(tmp_path, small_documents, tokenizer):
+    ids = tokenizer(MULTIBYTE_TEXT, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == MULTIBYTE_TEXT
+    assert ids[0] != tokenizer.eos_token_id  # nothing is prepended
+
+    folder = tmp_path / "tok"
+    trained = load_or_train_tokenizer(str(folder), small_documents, vocab_size=SMALL_VOCAB)
+    loaded = AutoTokenizer.from_pretrained(str(folder))
+    assert loaded(MULTIBYTE_TEXT, add_special_tokens=False)["input_ids"] == ids
+    assert loaded.eos_token == END_OF_TEXT and loaded.pad_token_id == 0
+    reused = load_or_train_tokenizer(str(folder), ["unused, must not be trained on"], vocab_size=SMALL_VOCAB)
+    assert reused.backend_tokenizer.to_str() == trained.backend_tokenizer.to_str()
+
+
+def test_exact_byte_counts_for_multibyte_text(tokenizer):
+    lengths = token_byte_lengths(tokenizer)
+    assert lengths.shape == (len(tokenizer),) and lengths.dtype == torch.long
+    assert lengths[0] == 1 and (lengths[1:] >= 1).all()
+    ids = tokenizer(MULTIBYTE_TEXT, add_special_tokens=False)["input_ids"]
+    assert token_bytes(tokenizer, ids) == MULTIBYTE_TEXT.encode("utf-8")
+    assert int(lengths[torch.tensor(ids)].sum()) == len(MULTIBYTE_TEXT.encode("utf-8"))
+    assert len(MULTIBYTE_TEXT.encode("utf-8")) > len(MULTIBYTE_TEXT)  # the test really is multi-byte
+    with_special = ids + [tokenizer.eos_token_id] + ids
+    expected = MULTIBYTE_TEXT.encode() + b"\n" + MULTIBYTE_TEXT.encode()
+    assert token_bytes(tokenizer, with_special) == expected
+    assert token_bytes(tokenizer, torch.tensor(with_special)) == expected
+    every_id = torch.arange(len(tokenizer))
+    assert int(lengths.sum()) == len(token_bytes(tokenizer, every_id))
+
+
+# --- split and packing -----------------------------------------------------------------------
+
+
+def test_split_is_by_document_deterministic_and_never_empty():
+    documents = [f"document number {i}" for i in range(200)] + ["document number 3"]  # one duplicate
+    train, validation = split_documents(documents, validation_fraction=0.1, seed=0)
+    assert not set(train) & set(validation)
+    assert len(train) + len(validation) == len(documents)
+    assert 5 <= len(validation) <= 40
+    assert split_documents(documents, 0.1, seed=0) == (train, validation)
+    assert split_documents(documents, 0.1, seed=1) != (train, validation)
+    tiny_train, tiny_validation = split_documents(["a", "b"], validation_fraction=0.01)
+    assert len(tiny_train) == 1 and len(tiny_validation) == 1
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        split_documents(["same", "same"])
+    with pytest.raises(ValueError, match="validation_fraction"):
+        split_documents(documents, validation_fraction=1.0)
+
+
+def test_pack_windows_shapes_bytes_and_dataloader(small_documents, tokenizer):
+    documents = small_documents[:40]
+    window = 64
+    packed = pack_documents(documents, tokenizer, window)
+    stream_tokens = sum(len(tokenizer(d, add_special_tokens=False)["input_ids"]) + 1 for d in documents)
+    assert packed.input_ids.shape == (stream_tokens // window, window)
+    assert packed.num_bytes.shape == (len(packed),)
+    lengths = token_byte_lengths(tokenizer)
+    assert torch.equal(packed.num_bytes, lengths[packed.input_ids].sum(dim=1))
+    for row in range(3):
+        assert len(window_text_bytes(tokenizer, packed.input_ids[row])) == int(packed.num_bytes[row])
+    # the windows are the documents' bytes in order, each followed by the boundary byte
+    joined = b"".join(d.encode() + b"\n" for d in documents)
+    assert joined.startswith(b"".join(window_text_bytes(tokenizer, row) for row in packed.input_ids))
+    assert (packed.input_ids == tokenizer.eos_token_id).sum() >= 1
+
+    batch = next(iter(torch.utils.data.DataLoader(packed, batch_size=4)))
+    assert batch["input_ids"].shape == (4, window) and batch["num_bytes"].shape == (4,)
+    assert torch.equal(batch["labels"], batch["input_ids"])
+
+    padded = pack_documents(documents, tokenizer, window, drop_remainder=False)
+    remainder = stream_tokens % window
+    assert len(padded) == len(packed) + (remainder > 0)
+    assert int(padded.num_bytes.sum()) == len(joined)
+    assert int(padded.num_tokens.sum()) == stream_tokens
+    assert (padded[len(padded) - 1]["labels"] == -100).sum() == window - remainder
+
+
+def test_too_little_text_says_how_many_tokens(tokenizer):
+    with pytest.raises(ValueError, match=r"give \d+ tokens.*needs 4096"):
+        pack_documents(["short text"], tokenizer, window=4096)
+
+
+def test_windows_cache_is_reused_and_keyed(tmp_path, small_documents, tokenizer):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": d}) for d in small_documents[:60]), encoding="utf-8")
+    cache = tmp_path / "cache"
+    first = load_or_build_windows(str(corpus), tokenizer, window=32, split="train", cache_dir=cache)
+    assert not first.from_cache
+    files = sorted(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".safetensors"  # no temporary file is left behind
+    mtime = os.stat(files[0]).st_mtime_ns
+
+    second = load_or_build_windows(str(corpus), tokenizer, window=32, split="train", cache_dir=cache)
+    assert isinstance(second, PackedWindows) and second.from_cache and second.window == 32
+    assert torch.equal(second.input_ids, first.input_ids) and torch.equal(second.num_bytes, first.num_bytes)
+    assert os.stat(files[0]).st_mtime_ns == mtime
+
+    validation = load_or_build_windows(str(corpus), tokenizer, window=32, split="validation", cache_dir=cache)
+    assert not validation.from_cache and len(validation) < len(first)
+    corpus.write_text(
+        corpus.read_text(encoding="utf-8") + "\n" + json.dumps({"text": "new"}), encoding="utf-8"
+    )
+    changed = load_or_build_windows(str(corpus), tokenizer, window=32, split="train", cache_dir=cache)
+    assert not changed.from_cache
+    assert len(list(cache.iterdir())) == 3
+
+
+def test_hub_id_with_datasets_offline_mode_gives_clear_error(monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as if set before `datasets` was imported
+    with pytest.raises(
+        HubUnreachableError, match=r"no-such-dataset.*Hub cannot be reached.*OfflineModeIsEnabled"
+    ):
+        load_documents("memmix-test-org/no-such-dataset")
