@@ -247,3 +247,24 @@ def test_hub_id_with_datasets_offline_mode_gives_clear_error(monkeypatch):
         HubUnreachableError, match=r"no-such-dataset.*Hub cannot be reached.*OfflineModeIsEnabled"
     ):
         load_documents("memmix-test-org/no-such-dataset")
+
+
+def test_interrupted_cache_write_leaves_no_file(tmp_path, monkeypatch, small_documents, tokenizer):
+    import memmix_data.packing as packing
+
+    def write_half_then_crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": d}) for d in small_documents[:20]), encoding="utf-8")
+    monkeypatch.setattr(packing, "save_file", write_half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build_windows(str(corpus), tokenizer, window=32, split="train", cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.undo()
+    rebuilt = load_or_build_windows(
+        str(corpus), tokenizer, window=32, split="train", cache_dir=tmp_path / "cache"
+    )
+    assert not rebuilt.from_cache and len(rebuilt) > 0
