@@ -1,0 +1,60 @@
+"""Tiny configurations of every architecture variant, shared by the test files.
+
+Each entry is ``(name, config_factory)``; the factories build models small enough for 2 CPU cores
+(hidden 32, 2 layers, vocabulary 100, n_ctx 16).
+"""
+
+from __future__ import annotations
+
+from modeling_memmix import MemoryMixerConfig, MixerAutoencoderConfig, MixerConfig
+
+TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, n_ctx=16)
+
+MIXER_VARIANTS = {
+    "flat": {},
+    "heads": {"mixer_heads": 4},
+    "kernel3": {"mixer_kernel_size": 3},
+    "heads_kernel3": {"mixer_heads": 4, "mixer_kernel_size": 3},
+    "transformer": {"block_type": "transformer"},
+}
+
+AUTOENCODER_VARIANTS = {
+    "repeat": {},
+    "unroll": {"decoder_input": "unroll"},
+    "bottleneck": {"embedding_dim": 8},
+    "heads_kernel3": {"mixer_heads": 4, "mixer_kernel_size": 3},
+    "unmasked": {"encoder_causal": False, "decoder_causal": False},
+    "transformer_decoder": {"decoder_type": "transformer", "decoder_input": "unroll", "decoder_hidden_size": 16},
+    "transformer_encoder": {"encoder_type": "transformer"},
+    "transformer_both_unmasked": {"encoder_type": "transformer", "decoder_type": "transformer",
+                                  "encoder_causal": False, "decoder_causal": False},
+}
+
+MEMORY_VARIANTS = {
+    "past_fixed": {},
+    "past_variable": {"memory_positions": "variable"},
+    "past_heads_kernel3": {"mixer_heads": 4, "mixer_kernel_size": 3},
+    "past_narrow_encoder": {"encoder_hidden_size": 16, "memory_dim": 8},
+    "past_frozen": {"freeze_encoder": True},
+    "past_sum": {"max_memories": 1, "combine": "sum"},
+    "past_concat": {"max_memories": 1, "combine": "concat"},
+    "past_transformer_decoder": {"decoder_type": "transformer"},
+    "past_transformer_encoder": {"encoder_type": "transformer"},
+    "oracle_token": {"memory_mode": "oracle"},
+    "oracle_concat": {"memory_mode": "oracle", "combine": "concat"},
+    "oracle_sum": {"memory_mode": "oracle", "combine": "sum"},
+    "recurrent": {"memory_mode": "recurrent"},
+    "recurrent_sum": {"memory_mode": "recurrent", "combine": "sum"},
+}
+
+
+def mixer_config(name: str, **extra) -> MixerConfig:
+    return MixerConfig(**TINY, **MIXER_VARIANTS[name], **extra)
+
+
+def autoencoder_config(name: str, **extra) -> MixerAutoencoderConfig:
+    return MixerAutoencoderConfig(**TINY, **AUTOENCODER_VARIANTS[name], **extra)
+
+
+def memory_config(name: str, **extra) -> MemoryMixerConfig:
+    return MemoryMixerConfig(**TINY, **MEMORY_VARIANTS[name], **extra)
