@@ -11,19 +11,20 @@ and the same mixer options, so ``XConfig(vocab_size=..., hidden_size=..., num_hi
 builds a sensible model of each family. Every architecture variant of the seed is a field with
 enumerated values; invalid values raise ``ValueError`` naming the value and what is allowed.
 
-This file imports only ``transformers`` so it can travel with a checkpoint as remote code.
+This file imports only ``transformers`` and a sibling file, so it can travel with a checkpoint as remote code.
 """
 
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from .quantization import EMBEDDING_FORMATS
+
 BLOCK_TYPES = ("mixer", "transformer")
 DECODER_INPUTS = ("repeat", "unroll")
 MEMORY_MODES = ("past", "oracle", "recurrent")
 COMBINE_MODES = ("token", "concat", "sum")
 MEMORY_POSITIONS = ("fixed", "variable")
-EMBEDDING_FORMATS = ("bf16", "fp16", "e4m3", "e5m2", "int8", "int4")
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -20,6 +20,7 @@ from .modeling_common import (
     check_labels,
     token_cross_entropy,
 )
+from .quantization import QuantizationNoise, QuantizedEmbedding, quantize_embedding, round_trip
 
 AUTOENCODER_AUTO_MAP = {
     "AutoConfig": "configuration_memmix.MixerAutoencoderConfig",
@@ -32,6 +33,11 @@ class TextEncoder(nn.Module):
 
     The memory model builds the same module with the same names, so a trained autoencoder's encoder
     weights load into it unchanged.
+
+    Quantization-aware training (``config.embedding_noise``, a format name): in training mode uniform noise of
+    half that format's step is added to the embedding (``embedding_noise_position="embedding"``), or — the
+    seed's variant, ``"pre_bottleneck"`` — to the last hidden state before the bottleneck, with a residual
+    across the bottleneck (``embedding = down(h) + h[:embedding_dim]``).
     """
 
     def __init__(self, config, width: int, depth: int, embedding_dim: int, block_type: str, causal: bool):
@@ -39,12 +45,18 @@ class TextEncoder(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, width)
         self.stack = build_stack(block_type, width, depth, config.n_ctx, causal, config)
         self.down = nn.Linear(width, embedding_dim) if embedding_dim != width else None
+        self.noise = QuantizationNoise(config.embedding_noise)
+        self.noise_before_bottleneck = config.embedding_noise_position == "pre_bottleneck"
 
     def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """(N, T) token ids -> (N, embedding_dim) embeddings."""
-        hidden = self.stack(self.embed_tokens(input_ids))
-        embedding = hidden[:, -1]
-        return self.down(embedding) if self.down is not None else embedding
+        hidden = self.stack(self.embed_tokens(input_ids))[:, -1]
+        if self.down is None:
+            return self.noise(hidden)
+        if self.noise_before_bottleneck:
+            noisy = self.noise(hidden)
+            return self.down(noisy) + noisy[:, : self.down.out_features]
+        return self.noise(self.down(hidden))
 
 
 class MixerAutoencoder(MemmixPreTrainedModel):
@@ -83,10 +95,15 @@ class MixerAutoencoder(MemmixPreTrainedModel):
                 f"n_ctx={self.config.n_ctx} tokens"
             )
 
-    def encode(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """(B, n_ctx) token ids -> (B, embedding_dim) embedding."""
+    def encode(self, input_ids: torch.LongTensor, quantize: str | None = None) -> torch.Tensor | QuantizedEmbedding:
+        """(B, n_ctx) token ids -> (B, embedding_dim) embedding.
+
+        With ``quantize`` (one of ``"bf16", "fp16", "e4m3", "e5m2", "int8", "int4"``) the embedding is returned
+        as a `QuantizedEmbedding` holding the codes, the per-vector scale and its real size (``num_bits``).
+        """
         self._check_window(input_ids)
-        return self.encoder(input_ids)
+        embedding = self.encoder(input_ids)
+        return embedding if quantize is None else quantize_embedding(embedding, quantize)
 
     def decoder_inputs(self, embedding: torch.Tensor) -> torch.Tensor:
         """(B, embedding_dim) -> (B, n_ctx, decoder width): repeated or unrolled embedding."""
@@ -100,8 +117,10 @@ class MixerAutoencoder(MemmixPreTrainedModel):
             embedding = self.up(embedding)
         return embedding.unsqueeze(1).expand(-1, n_ctx, -1)
 
-    def decode(self, embedding: torch.Tensor) -> torch.Tensor:
-        """(B, embedding_dim) embedding -> (B, n_ctx, V) logits of the regenerated window."""
+    def decode(self, embedding: torch.Tensor | QuantizedEmbedding) -> torch.Tensor:
+        """(B, embedding_dim) embedding (float or `QuantizedEmbedding`) -> (B, n_ctx, V) logits."""
+        if isinstance(embedding, QuantizedEmbedding):
+            embedding = embedding.dequantize().to(self.lm_head.weight.dtype)
         expected = self.config.embedding_dim
         if embedding.dim() != 2 or embedding.shape[-1] != expected:
             raise ValueError(f"embedding must have shape (batch, {expected}), got {tuple(embedding.shape)}")
@@ -109,9 +128,12 @@ class MixerAutoencoder(MemmixPreTrainedModel):
         return self.lm_head(self.norm(hidden))
 
     def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None,
-                **kwargs) -> MemmixAutoencoderOutput:
+                embedding_format: str | None = None, **kwargs) -> MemmixAutoencoderOutput:
+        """Encode, decode, and score the reconstruction. The decoder reads the embedding stored in
+        ``embedding_format`` (default ``config.embedding_quantization``; ``None`` = float)."""
         embedding = self.encode(input_ids)
-        logits = self.decode(embedding)
+        stored_format = embedding_format or self.config.embedding_quantization
+        logits = self.decode(embedding if stored_format is None else round_trip(embedding, stored_format))
         output = MemmixAutoencoderOutput(logits=logits, embedding=embedding)
         if labels is not None:
             check_labels(labels, input_ids, self.config.vocab_size)

@@ -35,6 +35,7 @@ from .modeling_common import (
     check_labels,
     token_cross_entropy,
 )
+from .quantization import QuantizedEmbedding, quantize_embedding, round_trip
 
 MEMORY_AUTO_MAP = {
     "AutoConfig": "configuration_memmix.MemoryMixerConfig",
@@ -96,13 +97,25 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, GenerationMixin):
     # ----- memories -------------------------------------------------------------------------------------------
 
     def encode_chunks(self, chunk_ids: torch.LongTensor) -> torch.Tensor:
-        """(B, n, L) token ids of ``n`` chunks -> (B, n, memory_dim) memories, all chunks in one encoder call."""
+        """(B, n, L) token ids of ``n`` chunks -> (B, n, memory_dim) memories, all chunks in one encoder call.
+
+        With ``config.embedding_quantization`` set, the memories are what that storage format gives back
+        (quantized and dequantized), so evaluation measures the model with memories as they would be stored.
+        """
         batch, count, length = chunk_ids.shape
         if count == 0:
             return chunk_ids.new_zeros(batch, 0, self.config.memory_dim, dtype=self.embed_tokens.weight.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
             memories = self.encoder(chunk_ids.reshape(batch * count, length))
+        if self.config.embedding_quantization is not None:
+            memories = round_trip(memories, self.config.embedding_quantization)
         return memories.view(batch, count, -1)
+
+    def quantized_memories(self, chunk_ids: torch.LongTensor, fmt: str) -> QuantizedEmbedding:
+        """(B, n, L) chunks -> their memories stored in format ``fmt`` (codes, scales and ``num_bits``)."""
+        batch, count, length = chunk_ids.shape
+        memories = self.encoder(chunk_ids.reshape(batch * count, length))
+        return quantize_embedding(memories, fmt)
 
     def project_memories(self, memories: torch.Tensor) -> torch.Tensor:
         """Encoder memories (…, memory_dim) -> decoder-side vectors (…, memory width)."""
