@@ -10,6 +10,13 @@ One mixer block covers every variant of the seed, chosen by its arguments:
 
 The causal mask is applied inside the computation (``weight * mask``), never written into the weight, so it
 survives saving, loading, sharding and LoRA (whose update is added to ``weight`` before the mask).
+
+Incremental decoding (generation): a causal mixing layer's output at position ``t`` reads earlier positions only
+through its mixing matrix, so each layer keeps one preallocated *history* ``(B, [h,] n_ctx, c)`` of the values
+it mixes (normalized inputs, or per-head values) and computes ``q`` new positions from row ``t`` of the matrix in
+``O(t * c)`` (a grouped conv over the history for ``k > 1``). Pass ``history`` and ``start`` to the forward
+methods: ``start`` is an ``int`` when every row continues at the same position, or a ``(B,)`` tensor of
+per-row positions (ragged batches). The cache objects that own the histories live in ``generation_memmix.py``.
 """
 
 from __future__ import annotations
@@ -98,9 +105,90 @@ class MaskedTokenMixing(nn.Module):
         mixed = F.conv1d(flat_values, flat_weight, bias.reshape(-1), padding="same", groups=groups)
         return mixed.view_as(values)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, d) normalized inputs -> (B, T, d) mixed, with T <= n_ctx."""
-        return self.merge_heads(self.mix(self.split_heads(x)))
+    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None,
+                start: int | torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, d) normalized inputs -> (B, T, d) mixed, with T <= n_ctx.
+
+        With ``history`` (from `new_history`) the ``T`` inputs are new positions starting at ``start`` (an int
+        shared by all rows, or ``(B,)`` per-row positions): their values are written into the history and mixed
+        with everything before them, without recomputing earlier positions.
+        """
+        values = self.split_heads(x)
+        if history is None:
+            return self.merge_heads(self.mix(values))
+        return self.merge_heads(self.mix_cached(values, history, start))
+
+    # ----- incremental decoding -------------------------------------------------------------------------------
+
+    def new_history(self, batch_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Zeroed history buffer ``(B, [h,] n_ctx, c)`` for incremental decoding (preallocated once)."""
+        if not self.causal:
+            raise ValueError("incremental decoding needs a causal mixer; this mixing layer has causal=False")
+        head_shape = (self.heads,) if self.heads else ()
+        channels = self.width // self.heads if self.heads else self.width
+        return torch.zeros(batch_size, *head_shape, self.n_ctx, channels, dtype=dtype, device=device)
+
+    def mix_cached(self, values: torch.Tensor, history: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
+        """Mix ``values (B, [h,] q, c)`` at positions ``start .. start + q - 1`` against the stored history."""
+        new = values.shape[-2]
+        if isinstance(start, int):
+            if start + new > self.n_ctx:
+                raise ValueError(f"positions up to {start + new} exceed this mixer's n_ctx={self.n_ctx}")
+            history[..., start : start + new, :] = values
+            return self._mix_rows_shared(history[..., : start + new, :], start, new)
+        positions = start[:, None] + torch.arange(new, device=start.device)  # (B, q)
+        length = int(positions.max()) + 1
+        if length > self.n_ctx:
+            raise ValueError(f"positions up to {length} exceed this mixer's n_ctx={self.n_ctx}")
+        rows = torch.arange(values.shape[0], device=start.device)[:, None]
+        if self.heads:
+            history[rows, :, positions] = values.transpose(1, 2)  # (B, q, h, c) written at each row's positions
+        else:
+            history[rows, positions] = values
+        return self._mix_rows_ragged(history[..., :length, :], positions)
+
+    def _mix_rows_shared(self, past: torch.Tensor, start: int, new: int) -> torch.Tensor:
+        """Rows ``start .. start+new-1`` of the masked matrix (same for every batch row) applied to ``past``."""
+        length = past.shape[-2]
+        if self.kernel_size > 1:
+            weight = self.weight[..., start : start + new, :length, :]
+        else:
+            weight = self.weight[..., start : start + new, :length]
+        row_positions = torch.arange(start, start + new, device=past.device)
+        mask = torch.arange(length, device=past.device)[None, :] <= row_positions[:, None]  # (q, t)
+        weight = weight * (mask.unsqueeze(-1) if self.kernel_size > 1 else mask)
+        bias = self.bias[..., start : start + new]
+        if self.kernel_size == 1:
+            return weight @ past + bias.unsqueeze(-1)
+        groups = self.heads or 1
+        batch, channels = past.shape[0], past.shape[-1]
+        mixed = F.conv1d(past.reshape(batch, groups * length, channels),
+                         weight.reshape(groups * new, length, self.kernel_size), bias.reshape(-1),
+                         padding="same", groups=groups)
+        return mixed.view(*past.shape[:-2], new, channels)
+
+    def _mix_rows_ragged(self, past: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Per-row positions ``(B, q)``: each batch row reads its own rows of the masked matrix."""
+        length = past.shape[-2]
+        if self.heads:
+            weight = self.weight[:, positions].movedim(0, 1)[:, :, :, :length]  # (B, h, q, t[, k])
+            bias = self.bias[:, positions].movedim(0, 1)  # (B, h, q)
+        else:
+            weight = self.weight[positions][:, :, :length]  # (B, q, t[, k])
+            bias = self.bias[positions]  # (B, q)
+        mask = torch.arange(length, device=past.device) <= positions[..., None]  # (B, q, t)
+        if self.heads:
+            mask = mask.unsqueeze(1)
+        weight = weight * (mask.unsqueeze(-1) if self.kernel_size > 1 else mask)
+        if self.kernel_size == 1:
+            return weight @ past + bias.unsqueeze(-1)
+        # one group per (batch row, head): each row convolves its own history with its own matrix rows
+        groups = past.shape[0] * (self.heads or 1)
+        new, channels = positions.shape[1], past.shape[-1]
+        mixed = F.conv1d(past.reshape(1, groups * length, channels),
+                         weight.reshape(groups * new, length, self.kernel_size), bias.reshape(-1),
+                         padding="same", groups=groups)
+        return mixed.view(*past.shape[:-2], new, channels)
 
 
 class FeedForward(nn.Module):
@@ -126,8 +214,9 @@ class MixerBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(width, eps=eps)
         self.ff = FeedForward(width, intermediate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.mixing(self.mixer_norm(x))
+    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None,
+                start: int | torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.mixing(self.mixer_norm(x), history, start)
         return x + self.ff(self.ff_norm(x))
 
 
@@ -144,10 +233,20 @@ class MixerStack(nn.Module):
             for _ in range(depth)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
+    def forward(self, x: torch.Tensor, histories: list[torch.Tensor] | None = None,
+                start: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Full window, or (with ``histories`` from `new_histories`) new positions starting at ``start``."""
+        if histories is None:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+        for layer, history in zip(self.layers, histories, strict=True):
+            x = layer(x, history, start)
         return x
+
+    def new_histories(self, batch_size: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+        """One preallocated history buffer per layer, for incremental decoding."""
+        return [layer.mixing.new_history(batch_size, dtype, device) for layer in self.layers]
 
 
 class TransformerStack(nn.Module):
@@ -176,12 +275,18 @@ class TransformerStack(nn.Module):
         self.layers = nn.ModuleList(LlamaDecoderLayer(self.llama_config, i) for i in range(depth))
         self.rotary_emb = LlamaRotaryEmbedding(config=self.llama_config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    def forward(self, x: torch.Tensor, cache=None, position_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Full window; or, for generation, new positions appended to ``cache`` (a transformers
+        ``DynamicCache``) at ``position_ids (B, q)``, reading the keys ``attention_mask (B, 1, q, K)`` allows
+        (bool, True = attend; ``None`` = all earlier keys plus causal order among the new ones)."""
+        if position_ids is None:
+            position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
         position_embeddings = self.rotary_emb(x, position_ids=position_ids)
         for layer in self.layers:
-            x = layer(x, attention_mask=None, position_ids=position_ids, position_embeddings=position_embeddings,
-                      is_causal=self.causal)
+            x = layer(x, attention_mask=attention_mask, position_ids=position_ids,
+                      position_embeddings=position_embeddings, cache=cache, use_cache=cache is not None,
+                      is_causal=self.causal and attention_mask is None)
         return x
 
 
