@@ -2,7 +2,12 @@
 causal-LM checkpoint) and `MixerForCausalLM` (what ``AutoModelForCausalLM`` returns).
 
 Embedding -> mixer blocks -> final norm -> LM head. A mixer has no positional encoding: positions are absolute,
-given by the rows of the mixing matrices, so a sequence can be at most ``n_ctx`` tokens long.
+given by the rows of the mixing matrices, so a sequence can be at most ``n_ctx`` tokens long. A left-padded
+batch (``attention_mask`` with leading zeros) runs each row at its own positions ``0 .. L_b - 1``.
+
+Generation: ``use_cache=True`` (what ``generate`` passes) builds a `MemmixCache` that ``forward`` takes back as
+``cache=`` and returns as ``outputs.cache``; see ``generation_memmix.py`` for the cache, ragged batches, length
+limits and ``generate(..., sliding_window=True)``.
 """
 
 from __future__ import annotations
@@ -10,9 +15,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import GenerationMixin
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast
 
 from .configuration_memmix import MixerConfig
+from .generation_memmix import (
+    MemmixCache,
+    MemmixGenerationMixin,
+    leading_padding,
+    mixer_cached_hidden,
+    shift_rows_left,
+    shift_rows_right,
+)
 from .mixer_layers import build_stack
 from .modeling_common import (
     MemmixLMOutput,
@@ -52,7 +65,17 @@ class MixerModel(MixerPreTrainedModel):
         self.embed_tokens = value
 
     def forward(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                **kwargs) -> BaseModelOutput:
+                attention_mask: torch.Tensor | None = None, cache: MemmixCache | None = None,
+                use_cache: bool | None = None, sliding_window: bool = False,
+                **kwargs) -> BaseModelOutput | BaseModelOutputWithPast:
+        """Hidden states ``(B, T, d)``. With ``use_cache=True`` or a ``cache`` (generation), returns
+        `BaseModelOutputWithPast` whose ``cache`` continues the sequence (pass only the new tokens next time).
+        ``use_cache=None`` means no cache (the config's ``use_cache`` is for ``generate``)."""
+        if cache is not None or use_cache:
+            if inputs_embeds is not None:
+                raise ValueError("cached decoding reads input_ids; inputs_embeds are not supported with a cache")
+            hidden, cache = mixer_cached_hidden(self, input_ids, attention_mask, cache, sliding_window)
+            return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -63,13 +86,20 @@ class MixerModel(MixerPreTrainedModel):
                 f"inputs_embeds must be (batch, length <= {self.config.n_ctx}, {self.config.hidden_size}), "
                 f"got {tuple(inputs_embeds.shape)}"
             )
-        hidden = self.stack(inputs_embeds)
+        pads = leading_padding(attention_mask, inputs_embeds)
+        if pads is None:
+            hidden = self.stack(inputs_embeds)
+        else:  # left padding: run each row from position 0, padding moved behind its tokens
+            hidden = shift_rows_right(self.stack(shift_rows_left(inputs_embeds, pads)), pads)
         return BaseModelOutput(last_hidden_state=self.norm(hidden))
 
 
-class MixerForCausalLM(MixerPreTrainedModel, GenerationMixin):
+class MixerForCausalLM(MixerPreTrainedModel, MemmixGenerationMixin, GenerationMixin):
     """Causal masked mixer with an LM head. ``forward(input_ids, labels)`` returns `MemmixLMOutput` with
-    logits ``(B, T, V)`` and the next-token loss (``-100`` ignored; ``None`` without labels)."""
+    logits ``(B, T, V)`` and the next-token loss (``-100`` ignored; ``None`` without labels).
+
+    ``generate`` uses an exact incremental cache (``generation_memmix.py``); prompt plus new tokens must fit
+    in ``n_ctx`` unless ``generate(..., sliding_window=True)``."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
@@ -89,10 +119,17 @@ class MixerForCausalLM(MixerPreTrainedModel, GenerationMixin):
         return self.lm_head
 
     def forward(self, input_ids: torch.LongTensor | None = None, labels: torch.LongTensor | None = None,
-                inputs_embeds: torch.Tensor | None = None, **kwargs) -> MemmixLMOutput:
-        hidden = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds).last_hidden_state
+                inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                cache: MemmixCache | None = None, use_cache: bool | None = None, logits_to_keep: int = 0,
+                sliding_window: bool = False, **kwargs) -> MemmixLMOutput:
+        """``logits_to_keep=k > 0`` computes logits of the last ``k`` positions only (ignored with labels)."""
+        outputs = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                             cache=cache, use_cache=use_cache, sliding_window=sliding_window)
+        hidden = outputs.last_hidden_state
+        if logits_to_keep and labels is None:
+            hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
-        output = MemmixLMOutput(logits=logits)
+        output = MemmixLMOutput(logits=logits, cache=getattr(outputs, "cache", None))
         if labels is not None:
             if input_ids is not None:
                 check_labels(labels, input_ids, self.config.vocab_size)

@@ -1,0 +1,570 @@
+"""Generation for memmix models: the cache object `MemmixCache`, the cached forward passes of the causal mixer
+(`mixer_cached_hidden`) and of the memory model (`memory_cached_hidden`), and `MemmixGenerationMixin`, which
+adapts transformers' ``generate`` (length limits checked before any work, the opt-in sliding window).
+
+How the cache works
+-------------------
+A causal mixing layer reads earlier positions only through its mixing matrix, so each mixer layer keeps one
+preallocated history ``(B, [h,] n_ctx, c)`` of the values it mixes (see ``mixer_layers.py``); a new token costs
+``O(t * d + d^2)`` per layer. Transformer stacks keep transformers' ``DynamicCache``. The cache also holds the
+token ids of the current window (to re-read it in sliding-window mode, or to encode a finished chunk into a
+memory) and, for the memory model, the memories the current chunk reads.
+
+Ragged batches (left padding)
+-----------------------------
+Mixers have absolute positions: row ``b`` must run at positions ``0 .. L_b - 1`` whatever its padding. The
+prefill therefore shifts every row left by its padding (padding moves to the end of the row, where a causal
+model never reads it) and every row then advances at its own position. Batched greedy decoding equals decoding
+each prompt alone. Only left padding is accepted for generation (``tokenizer.padding_side = "left"``).
+
+Length limits and ``sliding_window``
+------------------------------------
+A causal mixer holds at most ``n_ctx`` tokens, the memory model ``n_ctx * (max_memories + 1)``. ``generate``
+raises ``ValueError`` before any forward pass when the prompt plus ``max_new_tokens`` exceeds that (with the
+default length settings the generation is cut at the limit instead). ``generate(..., sliding_window=True)``
+lifts the limit:
+
+* causal mixer: when a row's window is full, the model restarts on the newest ``n_ctx // 2`` tokens of that
+  row, re-read at positions ``0 ..`` (one full-window forward every ``n_ctx / 2`` tokens, so the cost per
+  token stays bounded; the model never sees more than ``n_ctx`` tokens);
+* memory model, ``memory_mode="past"``: past ``max_memories`` the oldest memory is dropped (the slots hold
+  the newest ``max_memories`` chunk embeddings); ``"recurrent"`` has no memory limit at all.
+
+The memory model with ``memory_mode="oracle"`` cannot generate: each chunk reads an embedding of itself,
+which does not exist before its tokens do.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+def sliding_keep(n_ctx: int) -> int:
+    """Tokens kept when a full sliding window restarts."""
+    return max(1, n_ctx // 2)
+
+
+# ----- padding -----------------------------------------------------------------------------------------------
+
+
+def leading_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor | None:
+    """Number of leading zeros of each mask row ``(B,)``, or ``None`` without a mask or without left padding.
+
+    Zeros after the first one (right padding) are ignored: a causal model never reads later positions.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.shape != input_ids.shape[:2]:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from the input's "
+            f"{tuple(input_ids.shape[:2])}"
+        )
+    pads = (attention_mask.long().cumsum(1) == 0).sum(1)
+    if not bool(pads.any()):
+        return None
+    if bool((pads == attention_mask.shape[1]).any()):
+        row = int((pads == attention_mask.shape[1]).nonzero()[0])
+        raise ValueError(f"attention_mask row {row} is all zeros: that row has no token to read")
+    return pads
+
+
+def generation_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
+    """Left padding of each row for generation ``(B,)``; raises for any other padding pattern."""
+    pads = leading_padding(attention_mask, input_ids)
+    if pads is None:
+        pads = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+    if attention_mask is not None:
+        columns = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        expected = columns[None, :] >= pads[:, None]
+        if not bool((attention_mask.bool() == expected).all()):
+            raise ValueError(
+                "generation needs left padding (zeros only before the first token of each row); this "
+                "attention_mask has zeros after tokens. Set tokenizer.padding_side = 'left'."
+            )
+    return pads
+
+
+def shift_rows_left(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``out[b, i] = x[b, (i + shift[b]) % T]`` for ``x (B, T, ...)``: drops each row's first ``shift`` entries
+    to the end."""
+    length = x.shape[1]
+    index = (torch.arange(length, device=x.device)[None, :] + shift[:, None]) % length
+    return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def shift_rows_right(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Inverse of `shift_rows_left`."""
+    return shift_rows_left(x, (-shift) % x.shape[1])
+
+
+# ----- the cache -----------------------------------------------------------------------------------------------
+
+
+class MemmixCache:
+    """Generation state of one batch. Every per-row tensor has the batch on dim 0, so beam search reordering
+    (`reorder_cache`) and batch expansion (`batch_repeat_interleave`, `batch_select_indices`) apply to all.
+
+    Attributes:
+        histories: one preallocated mixer history per decoder layer (mixer stacks), else ``None``.
+        kv: a transformers ``DynamicCache`` (transformer stacks), else ``None``.
+        positions: ``(B,)`` next decoder position of each row.
+        key_limit / prefill_columns: transformer stacks only: row ``b`` reads cached keys ``< key_limit[b]``
+            of the prefill (the rest is padding) and every key from column ``prefill_columns`` on.
+        token_ids: ``(B, n_ctx)`` tokens of the current window (mixer) or chunk (memory model).
+        token_counts: ``(B,)`` tokens held in ``token_ids``.
+        memories / memory_counts: memory model: decoder-side memories ``(B, slots, w)`` and how many are set.
+        last_hidden: memory model: decoder output (before the final norm) at each row's newest position.
+        seen: columns of the caller's (padded) sequence consumed so far (`get_seq_length`).
+    """
+
+    is_compileable = False
+    is_croppable = False
+    ROW_FIELDS = ("positions", "key_limit", "token_ids", "token_counts", "memories", "memory_counts", "last_hidden")
+
+    def __init__(self, token_capacity: int, batch_size: int, device: torch.device):
+        self.histories: list[torch.Tensor] | None = None
+        self.kv: DynamicCache | None = None
+        self.positions = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.key_limit: torch.Tensor | None = None
+        self.prefill_columns = 0
+        self.token_ids = torch.zeros(batch_size, token_capacity, dtype=torch.long, device=device)
+        self.token_counts = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.memories: torch.Tensor | None = None
+        self.memory_counts: torch.Tensor | None = None
+        self.last_hidden: torch.Tensor | None = None
+        self.seen = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def is_linear(self) -> list[bool]:
+        return [False]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def _map_rows(self, function) -> None:
+        for name in self.ROW_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, function(value))
+        if self.histories is not None:
+            self.histories = [function(history) for history in self.histories]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search: row ``i`` continues from row ``beam_idx[i]``."""
+        self._map_rows(lambda tensor: tensor.index_select(0, beam_idx.to(tensor.device)))
+        if self.kv is not None:
+            self.kv.reorder_cache(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map_rows(lambda tensor: tensor.repeat_interleave(repeats, dim=0))
+        if self.kv is not None:
+            self.kv.batch_repeat_interleave(repeats)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._map_rows(lambda tensor: tensor[indices])
+        if self.kv is not None:
+            self.kv.batch_select_indices(indices)
+
+
+# ----- running a stack on the cache ---------------------------------------------------------------------------
+
+
+def is_mixer_stack(stack) -> bool:
+    return hasattr(stack, "new_histories")
+
+
+def prefill_stack(stack, inputs: torch.Tensor, lengths: torch.Tensor, cache: MemmixCache) -> torch.Tensor:
+    """Fresh decoder state from ``inputs (B, W, d)`` (row ``b`` valid up to ``lengths[b]``, padding after)."""
+    if is_mixer_stack(stack):
+        cache.histories = stack.new_histories(inputs.shape[0], inputs.dtype, inputs.device)
+        hidden = stack(inputs, cache.histories, 0)
+    else:
+        cache.kv = DynamicCache(config=stack.llama_config)
+        hidden = stack(inputs, cache=cache.kv) if inputs.shape[1] else inputs
+        cache.key_limit = lengths.clone()
+        cache.prefill_columns = inputs.shape[1]
+    cache.positions = lengths.clone()
+    return hidden
+
+
+def prefill_rows(stack, inputs: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, cache: MemmixCache) -> None:
+    """Restart the decoder state of the batch rows ``rows`` from ``inputs (n, W, d)``; other rows keep theirs."""
+    if is_mixer_stack(stack):
+        histories = stack.new_histories(inputs.shape[0], inputs.dtype, inputs.device)
+        if inputs.shape[1]:
+            stack(inputs, histories, 0)
+        for history, fresh in zip(cache.histories, histories, strict=True):
+            history[rows] = fresh
+        cache.positions[rows] = lengths
+        return
+    if rows.numel() != cache.batch_size:
+        raise ValueError(
+            "a transformer decoder keeps one key/value cache for the whole batch, so all rows must start a new "
+            "chunk together; generate prompts of equal length (or one at a time) with decoder_type='transformer'"
+        )
+    prefill_stack(stack, inputs, lengths, cache)
+
+
+def transformer_step_mask(cache: MemmixCache, new: int) -> torch.Tensor | None:
+    """``(B, 1, q, K)`` boolean mask for ``q`` new positions: prefill padding hidden, causal among new keys."""
+    total = cache.kv.get_seq_length() + new
+    device = cache.positions.device
+    columns = torch.arange(total, device=device)
+    valid = (columns[None, :] < cache.key_limit[:, None]) | (columns[None, :] >= cache.prefill_columns)
+    if new == 1 and bool(valid.all()):
+        return None
+    causal = columns[None, :] <= (total - new + torch.arange(new, device=device))[:, None]  # (q, K)
+    return (valid[:, None, :] & causal[None]).unsqueeze(1)
+
+
+def step_stack(stack, inputs: torch.Tensor, cache: MemmixCache, capacity: int) -> torch.Tensor:
+    """Run ``inputs (B, q, d)`` as the next ``q`` positions of every row; returns ``(B, q, d)``."""
+    new = inputs.shape[1]
+    start = cache.positions
+    longest = int(start.max()) + new
+    if longest > capacity:
+        raise ValueError(
+            f"generation reached {longest} positions, past this decoder's n_ctx={capacity}; lower "
+            "max_new_tokens or pass sliding_window=True to generate"
+        )
+    if is_mixer_stack(stack):
+        shared = int(start[0])
+        shared_start = shared if bool((start == shared).all()) else start
+        hidden = stack(inputs, cache.histories, shared_start)
+    else:
+        position_ids = start[:, None] + torch.arange(new, device=start.device)
+        mask = transformer_step_mask(cache, new)
+        hidden = stack(inputs, cache=cache.kv, position_ids=position_ids, attention_mask=mask)
+    cache.positions = start + new
+    return hidden
+
+
+def write_tokens(cache: MemmixCache, input_ids: torch.Tensor) -> None:
+    """Append ``input_ids (B, q)`` to each row's token buffer at its own count."""
+    columns = cache.token_counts[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]
+    cache.token_ids[rows, columns] = input_ids
+    cache.token_counts = cache.token_counts + input_ids.shape[1]
+
+
+def check_cached_input(input_ids: torch.Tensor | None, vocab_size: int) -> None:
+    if input_ids is None:
+        raise ValueError("generation with a cache needs input_ids (inputs_embeds are not supported here)")
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must have shape (batch, length >= 1), got {tuple(input_ids.shape)}")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"input_ids contains token id {low if low < 0 else high}, outside [0, {vocab_size})")
+
+
+# ----- causal mixer --------------------------------------------------------------------------------------------
+
+
+def window_prefill(model, ids: torch.Tensor, lengths: torch.Tensor, cache: MemmixCache) -> torch.Tensor:
+    """Fill a fresh window from left-aligned ``ids (B, W)`` (row ``b`` valid up to ``lengths[b]``)."""
+    cache.token_ids.zero_()
+    cache.token_ids[:, : ids.shape[1]] = ids
+    cache.token_counts = lengths.clone()
+    return prefill_stack(model.stack, model.embed_tokens(ids), lengths, cache)
+
+
+def keep_newest(ids: torch.Tensor, lengths: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+    """Left-aligned rows ``ids (B, T)`` of ``lengths``: rows longer than ``capacity`` keep their newest
+    `sliding_keep` tokens. Returns ``(ids (B, W), new lengths, dropped per row)``."""
+    dropped = torch.where(lengths > capacity, lengths - sliding_keep(capacity), torch.zeros_like(lengths))
+    kept = lengths - dropped
+    return shift_rows_left(ids, dropped)[:, : int(kept.max())], kept, dropped
+
+
+def mixer_cached_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                        cache: MemmixCache | None, sliding_window: bool) -> tuple[torch.Tensor, MemmixCache]:
+    """`MixerModel` with a cache: returns pre-norm hidden states of the given tokens and the updated cache.
+
+    Without ``cache`` this is the prefill (``(B, T, d)`` in the caller's padded layout; positions of dropped
+    or padding tokens hold meaningless values); with it, the next ``q`` tokens of every row (``(B, q, d)``).
+    """
+    capacity = model.config.n_ctx
+    check_cached_input(input_ids, model.config.vocab_size)
+    if cache is None:
+        pads = generation_padding(attention_mask, input_ids)
+        lengths = input_ids.shape[1] - pads
+        if int(lengths.max()) > capacity and not sliding_window:
+            raise ValueError(
+                f"prompt of {int(lengths.max())} tokens exceeds n_ctx={capacity}; shorten it or pass "
+                "sliding_window=True to generate"
+            )
+        ids, kept, dropped = keep_newest(shift_rows_left(input_ids, pads), lengths, capacity)
+        cache = MemmixCache(capacity, input_ids.shape[0], input_ids.device)
+        hidden = window_prefill(model, ids, kept, cache)
+        hidden = torch.nn.functional.pad(hidden, (0, 0, 0, input_ids.shape[1] - hidden.shape[1]))
+        cache.seen = input_ids.shape[1]
+        return shift_rows_right(hidden, pads + dropped), cache
+    new = input_ids.shape[1]
+    cache.seen += new
+    if sliding_window and bool((cache.positions + new > capacity).any()):
+        return slide_window(model, input_ids, cache), cache
+    write_tokens(cache, input_ids)
+    return step_stack(model.stack, model.embed_tokens(input_ids), cache, capacity), cache
+
+
+def slide_window(model, input_ids: torch.Tensor, cache: MemmixCache) -> torch.Tensor:
+    """Sliding-window restart: rows whose window overflows keep their newest tokens; all rows are re-read."""
+    capacity, new = cache.token_ids.shape[1], input_ids.shape[1]
+    counts = cache.token_counts
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]
+    ids = torch.cat([cache.token_ids, input_ids.new_zeros(input_ids.shape[0], new)], dim=1)
+    ids[rows, counts[:, None] + torch.arange(new, device=ids.device)] = input_ids
+    window, kept, _ = keep_newest(ids, counts + new, capacity)
+    hidden = window_prefill(model, window, kept, cache)
+    index = (kept[:, None] - new + torch.arange(new, device=ids.device))[..., None]
+    return hidden.gather(1, index.expand(-1, -1, hidden.shape[-1]))
+
+
+# ----- memory model --------------------------------------------------------------------------------------------
+
+
+def check_memory_generation(config) -> None:
+    if config.memory_mode == "oracle":
+        raise ValueError(
+            "memory_mode='oracle' cannot generate: each chunk reads an embedding of itself, which does not exist "
+            "before its tokens are generated; use memory_mode='past' or 'recurrent'"
+        )
+
+
+def past_memories(model, ids: torch.Tensor, chunk_index: torch.Tensor, sliding_window: bool) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """Past mode prefill: encode every needed earlier chunk of every row in one encoder call.
+
+    Returns decoder-side memories ``(B, max_memories, w)`` (oldest first) and their counts ``(B,)``.
+    """
+    config = model.config
+    chunk, slots = config.n_ctx, config.max_memories
+    if int(chunk_index.max()) > slots and not sliding_window:
+        raise ValueError(
+            f"prompt needs {int(chunk_index.max())} memories, more than max_memories={slots}; shorten it or pass "
+            "sliding_window=True to generate (the oldest memories are then dropped)"
+        )
+    first = (chunk_index - slots).clamp(min=0)
+    most = int(chunk_index.max())
+    chunk_numbers = torch.arange(most, device=ids.device)[None, :]  # (1, n)
+    needed = (chunk_numbers >= first[:, None]) & (chunk_numbers < chunk_index[:, None])  # (B, n)
+    chunks = ids[:, : most * chunk].reshape(ids.shape[0], most, chunk)[needed]  # (N, C)
+    width = config.memory_concat_dim if config.combine == "concat" else config.hidden_size
+    memories = ids.new_zeros(ids.shape[0], slots, width, dtype=model.embed_tokens.weight.dtype)
+    if chunks.shape[0]:
+        encoded = model.project_memories(model.encode_chunks(chunks.unsqueeze(0)))[0]  # (N, w)
+        row, number = needed.nonzero(as_tuple=True)
+        memories[row, number - first[row]] = encoded.to(memories.dtype)
+    return memories, chunk_index - first
+
+
+def recurrent_memories(model, ids: torch.Tensor, chunk_index: torch.Tensor) -> torch.Tensor:
+    """Recurrent mode prefill: decode the earlier chunks in order; each row keeps the memory of its current chunk."""
+    chunk = model.config.n_ctx
+    memory = model.initial_memory.expand(ids.shape[0], 1, -1)
+    current = memory
+    for number in range(int(chunk_index.max())):
+        token_embeds = model.embed_tokens(ids[:, number * chunk : (number + 1) * chunk])
+        hidden = model.decoder(model.combine(memory, token_embeds))
+        memory = model.recurrent_proj(hidden[:, -1:])
+        current = torch.where((chunk_index > number)[:, None, None], memory, current)
+    return current
+
+
+def memory_slot_inputs(model, cache: MemmixCache, rows: torch.Tensor | None = None) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """Leading memory positions of a chunk (``combine="token"``) for ``rows``: ``(n, P, w)`` and lengths ``(n,)``."""
+    config = model.config
+    memories = cache.memories if rows is None else cache.memories[rows]
+    counts = cache.memory_counts if rows is None else cache.memory_counts[rows]
+    if config.memory_mode == "recurrent":
+        return memories, torch.ones_like(counts)
+    visible = torch.arange(memories.shape[1], device=memories.device)[None, :] < counts[:, None]
+    slots = memories * visible[..., None]
+    if config.memory_positions == "variable":
+        return slots, counts.clone()
+    return slots, torch.full_like(counts, memories.shape[1])
+
+
+def single_memory(model, cache: MemmixCache) -> torch.Tensor:
+    """``combine="concat"/"sum"``: the one memory ``(B, 1, w)`` added to every token of the current chunk."""
+    if model.config.memory_mode == "recurrent":
+        return cache.memories
+    return cache.memories[:, -1:] * (cache.memory_counts > 0)[:, None, None]
+
+
+def chunk_decoder_inputs(model, cache: MemmixCache, token_embeds: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                          torch.Tensor]:
+    """Decoder input of each row's current chunk ``(B, P + K, d)`` and where its tokens start ``(B,)``."""
+    if model.config.combine != "token":
+        starts = torch.zeros_like(cache.memory_counts)
+        return model.combine(single_memory(model, cache), token_embeds), starts
+    slots, starts = memory_slot_inputs(model, cache)
+    joined = torch.cat([slots, token_embeds], dim=1)
+    total, prefix = joined.shape[1], slots.shape[1]
+    position = torch.arange(total, device=joined.device)[None, :]
+    # row b: its memories at 0 .. starts[b]-1, then its tokens (variable positions close the gap)
+    source = torch.where(position < starts[:, None], position, position - starts[:, None] + prefix)
+    source = source.clamp(max=total - 1)
+    return joined.gather(1, source[..., None].expand(-1, -1, joined.shape[-1])), starts
+
+
+def memory_cached_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                         cache: MemmixCache | None, sliding_window: bool) -> tuple[torch.Tensor, MemmixCache]:
+    """`MemoryMixerForCausalLM` with a cache: hidden states (after the final norm) of each row's newest token.
+
+    Prefill returns ``(B, 1, d)`` for the last prompt token; a step with ``q`` tokens returns ``(B, q, d)``.
+    """
+    config = model.config
+    check_memory_generation(config)
+    check_cached_input(input_ids, config.vocab_size)
+    if cache is None:
+        hidden, cache = memory_prefill(model, input_ids, attention_mask, sliding_window)
+        return model.norm(hidden), cache
+    outputs = []
+    for column in range(input_ids.shape[1]):
+        outputs.append(memory_step(model, input_ids[:, column : column + 1], cache, sliding_window))
+    cache.seen += input_ids.shape[1]
+    return model.norm(torch.cat(outputs, dim=1)), cache
+
+
+def memory_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   sliding_window: bool) -> tuple[torch.Tensor, MemmixCache]:
+    """Encode each row's earlier chunks once (in parallel) and prefill the decoder with its current chunk."""
+    config = model.config
+    chunk = config.n_ctx
+    pads = generation_padding(attention_mask, input_ids)
+    lengths = input_ids.shape[1] - pads
+    if int(lengths.max()) > config.max_sequence_length and not sliding_window:
+        raise ValueError(
+            f"prompt of {int(lengths.max())} tokens exceeds this memory model's {config.max_sequence_length} "
+            f"(n_ctx={chunk} x (max_memories={config.max_memories} + 1)); pass sliding_window=True to generate"
+        )
+    ids = shift_rows_left(input_ids, pads)
+    chunk_index = (lengths - 1) // chunk
+    in_chunk = lengths - chunk_index * chunk
+    cache = MemmixCache(chunk, input_ids.shape[0], input_ids.device)
+    if config.memory_mode == "recurrent":
+        cache.memories = recurrent_memories(model, ids, chunk_index)
+        cache.memory_counts = torch.ones_like(lengths)
+    else:
+        cache.memories, cache.memory_counts = past_memories(model, ids, chunk_index, sliding_window)
+    # the current chunk of each row, left-aligned: (B, K)
+    columns = chunk_index[:, None] * chunk + torch.arange(int(in_chunk.max()), device=ids.device)[None, :]
+    current = ids.gather(1, columns.clamp(max=ids.shape[1] - 1))
+    cache.token_ids[:, : current.shape[1]] = current
+    cache.token_counts = in_chunk.clone()
+    inputs, starts = chunk_decoder_inputs(model, cache, model.embed_tokens(current))
+    if not is_mixer_stack(model.decoder) and not (bool((starts == starts[0]).all())
+                                                   and bool((in_chunk == in_chunk[0]).all())):
+        raise ValueError(
+            "ragged prompts (different lengths) are not supported by the memory model with "
+            "decoder_type='transformer'; generate them one at a time or pad them to equal length"
+        )
+    hidden = prefill_stack(model.decoder, inputs, starts + in_chunk, cache)
+    last = (starts + in_chunk - 1)[:, None, None].expand(-1, 1, hidden.shape[-1])
+    cache.last_hidden = hidden.gather(1, last)[:, 0]
+    cache.seen = input_ids.shape[1]
+    return cache.last_hidden[:, None], cache
+
+
+def start_new_chunk(model, cache: MemmixCache, rows: torch.Tensor, sliding_window: bool) -> None:
+    """Rows whose chunk is full: turn it into a memory and restart their decoder on an empty chunk."""
+    config = model.config
+    if config.memory_mode == "recurrent":
+        cache.memories[rows] = model.recurrent_proj(cache.last_hidden[rows][:, None])
+    else:
+        counts = cache.memory_counts[rows]
+        if bool((counts >= config.max_memories).any()) and not sliding_window:
+            raise ValueError(
+                f"generation needs more than max_memories={config.max_memories} memories; lower max_new_tokens or "
+                "pass sliding_window=True to generate (the oldest memory is then dropped)"
+            )
+        encoded = model.project_memories(model.encode_chunks(cache.token_ids[rows].unsqueeze(0)))[0]
+        memories = cache.memories[rows]
+        full = counts >= config.max_memories
+        memories = torch.where(full[:, None, None], memories.roll(-1, dims=1), memories)
+        counts = counts - full.long()
+        memories[torch.arange(rows.numel(), device=rows.device), counts] = encoded.to(memories.dtype)
+        cache.memories[rows] = memories
+        cache.memory_counts[rows] = counts + 1
+    cache.token_counts[rows] = 0
+    if config.combine == "token":
+        slots, starts = memory_slot_inputs(model, cache, rows)
+        prefill_rows(model.decoder, slots, starts, rows, cache)
+    else:
+        empty = cache.memories.new_zeros(rows.numel(), 0, config.hidden_size)
+        prefill_rows(model.decoder, empty, torch.zeros_like(rows), rows, cache)
+
+
+def memory_step(model, input_ids: torch.Tensor, cache: MemmixCache, sliding_window: bool) -> torch.Tensor:
+    """One new token per row ``(B, 1)`` -> decoder output before the final norm ``(B, 1, d)``."""
+    full = (cache.token_counts >= model.config.n_ctx).nonzero().squeeze(1)
+    if full.numel():
+        start_new_chunk(model, cache, full, sliding_window)
+    write_tokens(cache, input_ids)
+    token_embeds = model.embed_tokens(input_ids)
+    if model.config.combine == "token":
+        inputs = token_embeds
+    else:
+        inputs = model.combine(single_memory(model, cache), token_embeds)
+    hidden = step_stack(model.decoder, inputs, cache, model.config.decoder_n_ctx)
+    cache.last_hidden = hidden[:, -1]
+    return hidden
+
+
+# ----- generate ------------------------------------------------------------------------------------------------
+
+
+class MemmixGenerationMixin:
+    """Put before ``GenerationMixin`` in a memmix causal LM's bases.
+
+    * the model builds its own `MemmixCache` (transformers' default ``DynamicCache`` is switched off);
+    * ``generate(..., sliding_window=True)`` opts into the sliding-window mode (module docstring); without it a
+      request longer than ``config.max_sequence_length`` raises ``ValueError`` before any forward pass.
+    """
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False
+
+    def generate(self, *args, sliding_window: bool = False, **kwargs):
+        if getattr(self.config, "memory_mode", None) is not None:
+            check_memory_generation(self.config)
+        if sliding_window:
+            if kwargs.get("use_cache") is False:
+                raise ValueError("sliding_window=True needs the generation cache; drop use_cache=False")
+            kwargs["sliding_window"] = True
+        self._memmix_sliding_window = sliding_window
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            self._memmix_sliding_window = False
+
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        limit = self.config.max_sequence_length
+        if not getattr(self, "_memmix_sliding_window", False) and generation_config.max_length > limit:
+            if input_ids_length >= limit:
+                raise ValueError(
+                    f"the prompt has {input_ids_length} tokens, but this model holds at most {limit}; nothing can "
+                    "be generated. Shorten the prompt or pass sliding_window=True to generate"
+                )
+            if has_default_max_length and generation_config.max_new_tokens is None:
+                generation_config.max_length = limit  # nothing asked for explicitly: stop at the limit
+            else:
+                raise ValueError(
+                    f"prompt of {input_ids_length} tokens + {generation_config.max_length - input_ids_length} new "
+                    f"tokens = {generation_config.max_length} exceeds this model's limit of {limit} tokens; set "
+                    f"max_new_tokens <= {limit - input_ids_length} or pass sliding_window=True to generate"
+                )
+        return super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+
+
+__all__ = ["MemmixCache", "MemmixGenerationMixin", "mixer_cached_hidden", "memory_cached_hidden", "leading_padding",
+           "shift_rows_left", "shift_rows_right", "sliding_keep"]
