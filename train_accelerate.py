@@ -63,7 +63,7 @@ from memmix_train.checkpointing import (
 )
 from memmix_train.config import FAMILY_CONFIGS, apply_overrides, load_preset, save_config
 from memmix_train.export import HubOfflineError, check_hub_reachable, export_model, push_folder_to_hub
-from modeling_memmix import MemoryMixerForCausalLM, MixerAutoencoder, MixerForCausalLM
+from modeling_memmix import MemoryMixerForCausalLM, MixerAutoencoder, MixerAutoencoderConfig, MixerForCausalLM
 
 FAMILY_MODELS = {"mixer": MixerForCausalLM, "autoencoder": MixerAutoencoder, "memory": MemoryMixerForCausalLM}
 CAUSAL_FAMILIES = ("mixer", "memory")
@@ -188,6 +188,15 @@ def model_settings(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -
         if settings.get(name) is None:
             settings[name] = tokenizer.eos_token_id
     return settings
+
+
+def planned_model_config(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase):
+    """The model's config without building the model (to size the data windows first)."""
+    settings = model_settings(config, tokenizer)
+    source = config["train"]["init_from_autoencoder"]
+    if source is not None and config["family"] == "memory":
+        settings.setdefault("n_ctx", MixerAutoencoderConfig.from_pretrained(source).n_ctx)
+    return FAMILY_CONFIGS[config["family"]](**settings)
 
 
 def build_model(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -440,10 +449,10 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
         save_config(config, output_dir / "run_config.json")
 
     tokenizer = prepare_tokenizer(config, accelerator)
-    model = build_model(config, tokenizer)
-    window = window_length(model.config)
+    window = window_length(planned_model_config(config, tokenizer))
     train_windows = prepare_windows(config, tokenizer, window, "train", accelerator)
     val_windows = prepare_windows(config, tokenizer, window, "validation", accelerator)
+    model = build_model(config, tokenizer)
     global_batch = train["batch_size"] * accelerator.num_processes
     check_windows_fit(train_windows, model.config, global_batch, "train")
     check_windows_fit(val_windows, model.config, global_batch, "validation")

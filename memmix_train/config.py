@@ -135,11 +135,8 @@ def check_keys(config: dict[str, Any], source: str = "config") -> None:
         value = train[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"train.{name}={value!r} must be a positive integer")
-    if not isinstance(train["warmup_steps"], int) or not 0 <= train["warmup_steps"] <= train["max_steps"]:
-        raise ValueError(
-            f"train.warmup_steps={train['warmup_steps']!r} must be an integer between 0 and "
-            f"train.max_steps={train['max_steps']}"
-        )
+    if not isinstance(train["warmup_steps"], int) or isinstance(train["warmup_steps"], bool) or train["warmup_steps"] < 0:
+        raise ValueError(f"train.warmup_steps={train['warmup_steps']!r} must be an integer >= 0")
     if not isinstance(train["lr"], (int, float)) or train["lr"] <= 0:
         raise ValueError(f"train.lr={train['lr']!r} must be a positive number")
 

@@ -1,0 +1,278 @@
+"""Tests of train_accelerate.py and memmix_train: presets and overrides, short runs of each family that export
+loadable folders, exact bits per byte, resume equality, interrupted saves, NaN stop, offline push, clear errors.
+
+Every run uses a tiny model (hidden 32, 2 layers, n_ctx 16) on ~150 built-in documents with a 300-token
+tokenizer, for a handful of steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+import train_accelerate
+from memmix_data import builtin_documents, load_or_build_windows, token_byte_lengths, train_tokenizer
+from memmix_train import checkpointing
+from memmix_train.checkpointing import complete_checkpoints, latest_checkpoint
+from memmix_train.config import apply_overrides, load_preset, resolve_config
+from memmix_train.export import HubOfflineError, push_folder_to_hub
+from train_accelerate import NonFiniteLossError, main, run_training
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = sorted((REPO / "configuration").glob("*.json"))
+TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "n_ctx": 16, "intermediate_size": 64}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each run builds its own Accelerator (mixed precision differs between tests); in one process accelerate keeps
+    a singleton state, so it is reset around every test, as a new process would start."""
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> dict[str, str]:
+    """A small tokenizer folder and a window cache shared by every run in this file."""
+    root = tmp_path_factory.mktemp("shared")
+    train_tokenizer(builtin_documents()[:150], vocab_size=300, save_dir=str(root / "tokenizer"))
+    return {"tokenizer": str(root / "tokenizer"), "cache_dir": str(root / "cache")}
+
+
+def tiny_config(shared, output_dir, family="mixer", model=None, **train) -> dict:
+    raw = {
+        "family": family,
+        "model": {**TINY_MODEL, **(model or {})},
+        "data": {"corpus": "builtin", "max_documents": 150, "tokenizer": shared["tokenizer"],
+                 "cache_dir": shared["cache_dir"], "validation_fraction": 0.1},
+        "train": {"output_dir": str(output_dir), "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "max_steps": 6,
+                  "eval_every": 3, "save_every": 3, "log_every": 1, "eval_batches": 4, "tensorboard": False,
+                  **train},
+    }
+    return resolve_config(raw)
+
+
+def read_log(output_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_losses(output_dir) -> dict[int, float]:
+    return {r["step"]: r["train_loss"] for r in read_log(output_dir) if "train_loss" in r}
+
+
+# --- presets and overrides ------------------------------------------------------------------------
+
+
+def test_every_preset_resolves_and_builds_its_model_config():
+    assert {p.stem.split("_")[0] for p in PRESETS} >= {"mixer", "autoencoder", "memory"}
+    for preset in PRESETS:
+        config = load_preset(preset)
+        model_config = train_accelerate.FAMILY_CONFIGS[config["family"]](**{"vocab_size": 8000, **config["model"]})
+        assert model_config.hidden_size > 0, preset
+        assert config["train"]["mixed_precision"] in ("no", "bf16", "fp16")
+
+
+def test_overrides_are_typed_and_bare_keys_resolve_to_their_section():
+    config = load_preset(REPO / "configuration" / "mixer_tiny.json")
+    changed = apply_overrides(config, ["lr=1e-3", "model.hidden_size=64", "train.betas=[0.8, 0.9]",
+                                       "data.corpus=docs/*.txt", "max_minutes=null"])
+    assert changed["train"]["lr"] == 1e-3 and changed["model"]["hidden_size"] == 64
+    assert changed["train"]["betas"] == [0.8, 0.9] and changed["data"]["corpus"] == "docs/*.txt"
+    assert changed["train"]["max_minutes"] is None
+    assert config["train"]["lr"] != 1e-3  # the original is untouched
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.hiden_size=64", "model has no key 'hiden_size'"),
+        ("nonsense=1", "no section has this key"),
+        ("vocab_size=100", "ambiguous"),
+        ("optim.lr=1", "unknown section 'optim'"),
+        ("train.lr", "must look like section.key=value"),
+        ("train.mixed_precision=fp8", "mixed_precision='fp8'"),
+        ("train.batch_size=0", "train.batch_size=0 must be a positive integer"),
+        ("train.warmup_steps=-1", "warmup_steps=-1 must be an integer >= 0"),
+        ("family=rnn", "family='rnn' is not supported"),
+    ],
+)
+def test_bad_overrides_name_the_problem(override, message):
+    config = load_preset(REPO / "configuration" / "mixer_tiny.json")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        apply_overrides(config, [override])
+
+
+def test_cli_flags_map_onto_the_config(capsys):
+    main(["--preset", str(REPO / "configuration" / "autoencoder_tiny.json"), "--max_steps", "70",
+          "--output_dir", "somewhere", "--set", "model.hidden_size=48", "--print_config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["family"] == "autoencoder" and printed["train"]["max_steps"] == 70
+    assert printed["train"]["output_dir"] == "somewhere" and printed["model"]["hidden_size"] == 48
+    with pytest.raises(FileNotFoundError, match="no_such_preset.json"):
+        main(["--preset", "no_such_preset.json", "--print_config"])
+
+
+# --- short runs of each family ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def autoencoder_run(shared, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("autoencoder")
+    metrics = run_training(tiny_config(shared, output_dir, "autoencoder", tensorboard=True))
+    return output_dir, metrics
+
+
+def check_export(export_dir: Path, auto_class, metrics: dict, causal: bool) -> None:
+    model = auto_class.from_pretrained(export_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(export_dir)
+    assert (export_dir / "model.safetensors").is_file()
+    assert any(export_dir.glob("modeling_*.py")), "remote code must travel with the export"
+    assert (export_dir / "generation_config.json").is_file() == causal
+    ids = tokenizer("def add(a, b): return a + b, said the docstring", return_tensors="pt")["input_ids"]
+    ids = ids[:, :16]
+    if not causal:
+        ids = torch.nn.functional.pad(ids, (0, 16 - ids.shape[1]), value=tokenizer.pad_token_id)
+    output = model(input_ids=ids, labels=ids)
+    assert torch.isfinite(output.loss)
+    card = (export_dir / "README.md").read_text()
+    front_matter = card.split("---")[1]
+    assert "model-index:" in front_matter and "type: bits_per_byte" in front_matter
+    assert f"value: {metrics['val_bits_per_byte']:.4f}" in front_matter
+    assert json.loads((export_dir / "run_config.json").read_text())["family"] in ("mixer", "autoencoder", "memory")
+
+
+def test_autoencoder_run_exports_logs_and_plots(autoencoder_run):
+    output_dir, metrics = autoencoder_run
+    check_export(output_dir / "export", AutoModel, metrics, causal=False)
+    records = read_log(output_dir)
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records if "val_bits_per_byte" in r] == [3, 6]
+    assert (output_dir / "loss_curve.png").stat().st_size > 1000
+    assert any((output_dir / "tensorboard").rglob("events.out.tfevents*"))
+    assert [p.name for p in complete_checkpoints(output_dir)] == ["step_000003", "step_000006"]
+    saved = json.loads((output_dir / "checkpoints" / "step_000006" / "run_config.json").read_text())
+    assert saved["family"] == "autoencoder" and saved["model"]["hidden_size"] == 32
+
+
+def test_mixer_run_exports_a_causal_lm(shared, tmp_path):
+    metrics = run_training(tiny_config(shared, tmp_path, "mixer", mixed_precision="bf16", grad_accum=2))
+    check_export(tmp_path / "export", AutoModelForCausalLM, metrics, causal=True)
+    assert metrics["step"] == 6 and metrics["train_windows"] == 6 * 4 * 2
+
+
+def test_memory_model_from_frozen_autoencoder_encoder(shared, autoencoder_run, tmp_path):
+    ae_dir = autoencoder_run[0] / "export"
+    config = tiny_config(shared, tmp_path, "memory", model={"max_memories": 2}, init_from_autoencoder=str(ae_dir),
+                         max_steps=3, eval_every=3)
+    config["data"]["tokenizer"] = None  # the autoencoder's tokenizer is reused
+    metrics = run_training(config)
+    check_export(tmp_path / "export", AutoModelForCausalLM, metrics, causal=True)
+    memory = AutoModelForCausalLM.from_pretrained(tmp_path / "export", trust_remote_code=True)
+    autoencoder = AutoModel.from_pretrained(ae_dir, trust_remote_code=True)
+    assert memory.config.freeze_encoder
+    for name, tensor in autoencoder.encoder.state_dict().items():  # frozen: unchanged by training
+        torch.testing.assert_close(memory.encoder.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["mixer", "autoencoder"])
+def test_bits_per_byte_counts_exactly_the_scored_bytes(shared, tmp_path, family):
+    """Causal models skip the first token of every window; the autoencoder scores every byte."""
+    metrics = run_training(tiny_config(shared, tmp_path, family, max_steps=1, eval_batches=None))
+    tokenizer = AutoTokenizer.from_pretrained(shared["tokenizer"])
+    windows = load_or_build_windows("builtin", tokenizer, window=16, split="validation", cache_dir=shared["cache_dir"],
+                                    validation_fraction=0.1, max_documents=150)
+    first_bytes = int(token_byte_lengths(tokenizer)[windows.input_ids[:, 0]].sum())
+    expected = windows.total_bytes - (first_bytes if family == "mixer" else 0)
+    assert metrics["val_bytes"] == expected
+    assert metrics["val_tokens"] == len(windows) * (15 if family == "mixer" else 16)
+    nats = metrics["val_loss"] * metrics["val_tokens"]
+    assert metrics["val_bits_per_byte"] == pytest.approx(nats / (math.log(2) * expected), rel=1e-9)
+
+
+# --- resume, interrupted save, NaN ------------------------------------------------------------------
+
+
+def test_resumed_run_repeats_the_uninterrupted_losses(shared, tmp_path):
+    whole = run_training(tiny_config(shared, tmp_path / "whole", save_every=2))
+    first = run_training(tiny_config(shared, tmp_path / "split", save_every=2, stop_after_steps=3))
+    assert first["step"] == 3 and latest_checkpoint(tmp_path / "split").name == "step_000003"
+    resumed = run_training(tiny_config(shared, tmp_path / "split", save_every=2))
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "whole")
+    assert len(train_losses(tmp_path / "whole")) == 6
+    assert resumed["val_bits_per_byte"] == whole["val_bits_per_byte"]
+
+
+def test_interrupted_save_never_looks_valid(shared, tmp_path, monkeypatch):
+    real_marker, calls = checkpointing._write_marker, []
+
+    def crash_on_second_save(path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed while saving")
+        real_marker(path)
+
+    monkeypatch.setattr(checkpointing, "_write_marker", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_config(shared, tmp_path, save_every=2))
+    root = tmp_path / "checkpoints"
+    assert (root / ".tmp-step_000004").is_dir() and not (root / "step_000004").exists()
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_000002"]
+    monkeypatch.setattr(checkpointing, "_write_marker", real_marker)
+    run_training(tiny_config(shared, tmp_path, save_every=2))
+    assert not (root / ".tmp-step_000004").exists()
+    assert latest_checkpoint(tmp_path).name == "step_000006"
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        checkpointing.load_checkpoint(None, tmp_path)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shared, tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"nan at step 5.*step_000004"):
+        run_training(tiny_config(shared, tmp_path, save_every=2, debug_nan_at_step=5))
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_000002", "step_000004"]
+    assert not (tmp_path / "export").exists()
+
+
+# --- Hub and clear errors ---------------------------------------------------------------------------
+
+
+def test_push_to_hub_offline_fails_clearly_before_training(shared, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubOfflineError, match="offline mode is on"):
+        run_training(tiny_config(shared, tmp_path, push_to_hub="someone/tiny-mixer"))
+    assert not (tmp_path / "checkpoints").exists()
+    with pytest.raises(HubOfflineError, match=r"folder .* is kept"):
+        push_folder_to_hub(tmp_path, "someone/tiny-mixer")
+
+
+@pytest.mark.parametrize(
+    ("family", "model", "train", "message"),
+    [
+        ("mixer", {"vocab_size": 100}, {}, "model.vocab_size=100 is smaller than the tokenizer's"),
+        ("mixer", {"n_ctx": 100000}, {}, "Cannot build train windows of 100000 tokens"),
+        ("mixer", {}, {"batch_size": 100000}, "fewer than one global micro-batch"),
+        ("autoencoder", {}, {"init_from_autoencoder": "x"}, "needs family='memory'"),
+        ("mixer", {}, {"mixed_precision": "fp16", "cpu": True}, "fp16' needs a GPU"),
+    ],
+)
+def test_mismatched_data_and_model_errors_are_clear(shared, tmp_path, family, model, train, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_training(tiny_config(shared, tmp_path, family, model=model, **train))
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(shared, tmp_path):
+    run_training(tiny_config(shared, tmp_path, max_steps=2, eval_every=2, save_every=2))
+    with pytest.raises(ValueError, match="Cannot resume from .*step_000002: its model settings differ"):
+        run_training(tiny_config(shared, tmp_path, model={"hidden_size": 64}))
+    run_training(tiny_config(shared, tmp_path, model={"hidden_size": 64}, resume="never", max_steps=2,
+                             eval_every=2, save_every=2))
+    assert latest_checkpoint(tmp_path).name == "step_000002"
