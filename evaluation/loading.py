@@ -1,0 +1,274 @@
+"""Load what a memmix report evaluates: a saved model with its tokenizer, and packed evaluation windows.
+
+- `load_model_and_tokenizer(source)`: a local folder or a Hub id; the model through ``AutoModel`` /
+  ``AutoModelForCausalLM`` with ``trust_remote_code=True`` and the tokenizer from the same folder.
+  Clear errors for a folder without tokenizer, a tokenizer whose vocabulary is larger than the
+  model's ``vocab_size``, and a Hub id while the Hub cannot be reached.
+- `evaluation_window_length(config)`: tokens per evaluated window (``n_ctx``, or
+  ``n_ctx * (max_memories + 1)`` for memory models).
+- `load_evaluation_data(...)`: the held-out (or train) side of a corpus spec, packed into full windows
+  exactly as training packs them (`memmix_data`), plus the training text used to prime the compressors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from memmix_data import HubUnreachableError, PackedWindows, load_documents, pack_documents, split_documents
+
+FAMILY_OF_MODEL_TYPE = {
+    "masked_mixer": "causal",
+    "mixer_autoencoder": "autoencoder",
+    "memory_mixer": "memory",
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+RUN_CONFIG_FILE = "run_config.json"
+# Every document is followed by the end-of-text token when packed; that token stands for b"\n".
+DOCUMENT_SEPARATOR = b"\n"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation (eval mode, on its device) and what the report needs to know about it."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    family: str  # "causal" | "autoencoder" | "memory"
+    source: str
+    local_folder: Path | None
+    run_config: dict | None = None
+
+
+@dataclass
+class EvaluationData:
+    """Windows to score and the training-side text that primes the compressors."""
+
+    windows: PackedWindows
+    primer: bytes
+    spec: str
+    split: str
+    settings: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def hub_is_offline() -> bool:
+    """True when the environment switches the Hugging Face Hub off."""
+    return any(os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for name in OFFLINE_ENV_VARS)
+
+
+def _looks_like_local_path(source: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else with a path shape is meant as a folder."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _hub_unreachable(source: str, reason: str) -> HubUnreachableError:
+    return HubUnreachableError(
+        f"Cannot load the model {source!r}: it is not a local folder and the Hugging Face Hub cannot be "
+        f"reached ({reason}). Pass the path of a saved model folder instead (save_pretrained output)."
+    )
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    connection_names = {"ConnectionError", "ConnectError", "OfflineModeIsEnabled", "Timeout", "TimeoutException"}
+    text = str(error).lower()
+    return bool(names & connection_names) or "offline" in text or "couldn't connect" in text
+
+
+def resolve_model_source(source: str) -> Path | None:
+    """The local folder `source` names, or None for a Hub id; raises before any download is tried.
+
+    FileNotFoundError for a path-like source that does not exist (or is a file), HubUnreachableError
+    for a Hub id while offline mode is set.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise FileNotFoundError(f"--model {source!r} is a file; give the folder a model was saved to")
+    if _looks_like_local_path(source):
+        raise FileNotFoundError(f"Model folder not found: {source!r}")
+    if hub_is_offline():
+        raise _hub_unreachable(source, "offline mode is set by HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE")
+    return None
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    """Raise ValueError when a local model folder holds no tokenizer files."""
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"Model folder {str(folder)!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+            "save it next to the model with tokenizer.save_pretrained(folder), or pass --tokenizer PATH"
+        )
+
+
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int, tokenizer_source: str) -> None:
+    """Raise ValueError when the tokenizer can emit ids the model has no row for."""
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"The tokenizer from {tokenizer_source!r} has {len(tokenizer)} tokens, more than the model's "
+            f"vocab_size={vocab_size}: ids >= {vocab_size} would be out of range. Use the tokenizer the "
+            "model was trained with."
+        )
+
+
+def model_family(model_type: str) -> str:
+    """'causal', 'autoencoder' or 'memory' for a memmix model_type; ValueError for anything else."""
+    if model_type not in FAMILY_OF_MODEL_TYPE:
+        raise ValueError(
+            f"model_type {model_type!r} is not a memmix model; expected one of {sorted(FAMILY_OF_MODEL_TYPE)}"
+        )
+    return FAMILY_OF_MODEL_TYPE[model_type]
+
+
+def read_run_config(folder: Path | None) -> dict | None:
+    """The training run configuration saved next to an exported model (run_config.json), if any."""
+    if folder is None or not (folder / RUN_CONFIG_FILE).is_file():
+        return None
+    return json.loads((folder / RUN_CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def _load_pretrained(loader, source: str, **kwargs):
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except Exception as error:
+        if _is_connection_error(error):
+            raise _hub_unreachable(source, f"{type(error).__name__}: {error}") from error
+        raise
+
+
+def load_model_and_tokenizer(
+    source: str, tokenizer_source: str | None = None, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """Load a saved memmix model (local folder or Hub id) and its tokenizer for evaluation.
+
+    The tokenizer comes from the model's folder unless `tokenizer_source` names another one. The
+    model is loaded in float32 (exact cross-entropies), put in eval mode and moved to `device`.
+    """
+    folder = resolve_model_source(source)
+    tokenizer_from = tokenizer_source or source
+    if tokenizer_source is None and folder is not None:
+        check_tokenizer_files(folder)
+    config = _load_pretrained(AutoConfig, source, trust_remote_code=True)
+    family = model_family(getattr(config, "model_type", ""))
+    try:
+        tokenizer = _load_pretrained(AutoTokenizer, tokenizer_from)
+    except (OSError, ValueError) as error:
+        if isinstance(error, HubUnreachableError):
+            raise
+        raise ValueError(f"Cannot load a tokenizer from {tokenizer_from!r}: {error}") from error
+    check_vocabulary(tokenizer, config.vocab_size, tokenizer_from)
+    auto_class = AutoModel if family == "autoencoder" else AutoModelForCausalLM
+    model = _load_pretrained(auto_class, source, trust_remote_code=True, dtype=torch.float32)
+    model.to(device).eval()
+    return LoadedModel(model, tokenizer, family, source, folder, read_run_config(folder))
+
+
+def evaluation_window_length(config) -> int:
+    """Tokens per evaluated window: ``n_ctx`` (causal LM, autoencoder) or ``max_sequence_length`` (memory)."""
+    family = model_family(config.model_type)
+    return config.max_sequence_length if family == "memory" else config.n_ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def split_settings_for(spec: str, run_config: dict | None) -> dict:
+    """Split settings (validation_fraction, split_seed) of the training run when it used the same corpus.
+
+    A model exported by the training script stores its data settings; evaluating on the same corpus
+    with the same settings puts exactly the training run's held-out documents in the validation split.
+    """
+    settings = {"validation_fraction": 0.05, "split_seed": 0}
+    data = (run_config or {}).get("data", {})
+    if data.get("corpus") == spec:
+        for key in settings:
+            if data.get(key) is not None:
+                settings[key] = data[key]
+    return settings
+
+
+def primer_from_documents(documents: list[str], max_bytes: int | None) -> bytes:
+    """The training text as the compressors should see it: each document then b"\\n" (its end-of-text
+    token), keeping only the last `max_bytes` bytes (documents are read from the end, so a 1 MB primer
+    of a huge corpus costs 1 MB of work)."""
+    if max_bytes is not None and max_bytes <= 0:
+        raise ValueError(f"max_primer_bytes must be > 0 or None, got {max_bytes}")
+    pieces: list[bytes] = []
+    total = 0
+    for document in reversed(documents):
+        piece = document.encode("utf-8") + DOCUMENT_SEPARATOR
+        pieces.append(piece)
+        total += len(piece)
+        if max_bytes is not None and total >= max_bytes:
+            break
+    primer = b"".join(reversed(pieces))
+    return primer if max_bytes is None else primer[-max_bytes:]
+
+
+def load_evaluation_data(
+    spec: str,
+    tokenizer: PreTrainedTokenizerBase,
+    window: int,
+    split: str = "validation",
+    validation_fraction: float = 0.05,
+    split_seed: int = 0,
+    text_column: str = "text",
+    hub_split: str = "train",
+    max_documents: int | None = None,
+    max_windows: int | None = None,
+    max_primer_bytes: int | None = 1_000_000,
+) -> EvaluationData:
+    """Full `window`-token windows of one side of corpus `spec`, and the train side's last bytes as primer.
+
+    Documents are split with `split_documents` and packed with `pack_documents` (drop_remainder: every
+    window is full), exactly as training does. `max_windows` keeps the first windows only.
+    Raises ValueError when the split gives fewer tokens than one window.
+    """
+    if split not in ("validation", "train"):
+        raise ValueError(f"split must be 'validation' or 'train', got {split!r}")
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"max_windows must be >= 1 or None, got {max_windows}")
+    documents = load_documents(spec, text_column=text_column, split=hub_split, max_documents=max_documents)
+    train_docs, validation_docs = split_documents(documents, validation_fraction, seed=split_seed)
+    evaluated = validation_docs if split == "validation" else train_docs
+    try:
+        windows = pack_documents(evaluated, tokenizer, window)
+    except ValueError as error:
+        raise ValueError(
+            f"Dataset {spec!r} is too small to evaluate: its {split} split ({len(evaluated)} documents) "
+            f"does not fill one window of {window} tokens ({error}). Use a larger corpus, a larger "
+            "--validation_fraction, or a model with a shorter window."
+        ) from error
+    if max_windows is not None and len(windows) > max_windows:
+        windows = PackedWindows(
+            input_ids=windows.input_ids[:max_windows],
+            num_bytes=windows.num_bytes[:max_windows],
+            num_tokens=windows.num_tokens[:max_windows],
+            window=window,
+        )
+    settings = {
+        "validation_fraction": validation_fraction,
+        "split_seed": split_seed,
+        "text_column": text_column,
+        "hub_split": hub_split,
+        "max_documents": max_documents,
+        "max_windows": max_windows,
+        "max_primer_bytes": max_primer_bytes,
+        "documents_evaluated": len(evaluated),
+        "train_documents": len(train_docs),
+    }
+    return EvaluationData(windows, primer_from_documents(train_docs, max_primer_bytes), spec, split, settings)

@@ -1,0 +1,151 @@
+"""Markdown text of a memmix evaluation report (the dict built by `evaluation.report.build_report`).
+
+Numbers are printed with 4 decimals; report.json keeps them in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+def _number(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A Markdown table; floats get 4 decimals."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_number(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _header(report: dict) -> str:
+    data = report["data"]
+    config = ", ".join(f"{key}={value}" for key, value in report["config"].items())
+    scored = "all tokens" if data["scored_from_token"] == 0 else "every token but the first of each window"
+    return "\n".join([
+        f"# Evaluation report: `{report['model']}`",
+        "",
+        f"- family: **{report['family']}** ({config})",
+        f"- data: `{data['spec']}`, {data['split']} split ({data['documents_evaluated']} documents, "
+        f"validation_fraction={data['validation_fraction']}, split_seed={data['split_seed']}), "
+        f"{data['windows']} windows of {data['window_tokens']} tokens",
+        f"- scored: {scored}; bits per byte divide by the exact raw bytes of the scored tokens, and the "
+        "compressors read exactly those bytes",
+    ])
+
+
+def _bits_per_byte_section(report: dict) -> str:
+    rows = sorted(report["bits_per_byte"].items(), key=lambda item: item[1])
+    text = ["## Bits per byte (lower is better)", "", table(["method", "bits per byte"], rows)]
+    compressors = report.get("compressors")
+    if compressors:
+        text += ["", f"Compressors on {compressors['bytes']} bytes: each window alone (`per_window`), all windows "
+                 "as one stream (`stream`), and `primed`: size(primer + stream) - size(primer), primer = "
+                 f"{compressors['primer_bytes']} bytes ({compressors['primer_source']})."]
+    return "\n".join(text)
+
+
+def _causal_section(results: dict) -> str:
+    summary = results["summary"]
+    return "\n".join(["## Causal LM", "", table(
+        ["cross-entropy (nats/token)", "bits per byte", "scored tokens", "scored bytes"],
+        [[summary["cross_entropy"], summary["bits_per_byte"], summary["tokens"], summary["bytes"]]],
+    )])
+
+
+def _autoencoder_section(results: dict) -> str:
+    rows = [
+        [fmt, v["bits_per_value"], v["bits_per_vector"], v["cross_entropy"], v["hamming_accuracy"],
+         v["information_retained"], v["embedding_bits_per_byte"], v["embedding_bits_per_byte_formula"],
+         v["total_bits_per_byte"]]
+        for fmt, v in results["formats"].items()
+    ]
+    formula = results["embedding_bits_per_byte_formula"]
+    return "\n".join([
+        "## Autoencoder", "",
+        f"Embedding of {results['embedding_dim']} values per window; the configured storage format is "
+        f"`{results['summary']['embedding_format']}`. Each row decodes the embedding read back from that format.",
+        "",
+        table(["format", "bits/value", "stored bits/window", "reconstruction CE", "Hamming accuracy", "I_e",
+               "embedding bpb (stored)", "embedding bpb (n_p*b_p)", "total bpb (stored + residual)"], rows),
+        "",
+        "Embedding cost from the formula n_p * b_p / (n_ctx * bytes/token):",
+        "",
+        table(["bits per value", *formula.keys()], [["embedding bits per byte", *formula.values()]]),
+    ])
+
+
+def _memory_section(results: dict) -> str:
+    per_chunk = results["per_chunk"]
+    rows = [
+        [index + 1, with_memory["cross_entropy"], removed["cross_entropy"], with_memory["bits_per_byte"],
+         removed["bits_per_byte"]]
+        for index, (with_memory, removed) in enumerate(zip(per_chunk["with_memories"], per_chunk["memories_removed"]))
+    ]
+    removed_meaning = (
+        "each chunk's memory slot filled with zeros instead of its own embedding"
+        if results["memory_mode"] == "oracle"
+        else "each chunk decoded alone, like a sequence's first chunk"
+    )
+    text = [
+        "## Memory model", "",
+        f"memory_mode={results['memory_mode']}, {results['num_chunks']} chunks of {results['chunk_tokens']} tokens. "
+        f"Chunk c is scored on the predictions its decoder pass makes. Memories removed: {removed_meaning}.",
+        "",
+        table(["chunk", "CE with memories", "CE memories removed", "bpb with memories", "bpb memories removed"], rows),
+        "",
+        f"Whole windows: {results['summary']['bits_per_byte']:.4f} bits per byte with memories, "
+        f"{results['memories_removed']['bits_per_byte']:.4f} with memories removed.",
+    ]
+    if "oracle" in results:
+        oracle_rows = [
+            [fmt, v["cross_entropy"], v["bits_per_vector"], v["normalized_loss"], v["normalized_loss_formula"],
+             v["total_bits_per_byte"]]
+            for fmt, v in results["oracle"].items()
+        ]
+        text += ["", "### Oracle mode: normalized loss (CE + embedding cost, nats/token)", "",
+                 table(["memory format", "CE", "stored bits/chunk", "normalized loss (stored size)",
+                        "normalized loss (n_p*b_p)", "total bpb"], oracle_rows)]
+    copy = results["copy_task"]
+    text += ["", "### Copy task", "",
+             f"{copy['windows']} windows [a, a] of 2 x {copy['half_tokens']} tokens (loss in nats/token).", "",
+             table(["first half", "second half (repeat)", "second half, memories removed"],
+                   [[copy["first_half_loss"], copy["second_half_loss"],
+                     copy.get("second_half_loss_memories_removed", "n/a")]])]
+    return "\n".join(text)
+
+
+FAMILY_SECTIONS = {"causal": _causal_section, "autoencoder": _autoencoder_section, "memory": _memory_section}
+
+
+def _trivial_section(trivial: dict) -> str:
+    return "\n".join([
+        "## Trivial-encoding test", "",
+        f"Loss (nats/token) on {trivial['windows']} windows of uniformly random token ids vs real windows; "
+        "a model that learned a data-free code would score both alike.", "",
+        table(["random ids", "in-distribution", "ln(V)", "ratio"],
+              [[trivial["random_ids_loss"], trivial["in_distribution_loss"], trivial["uniform_loss"],
+                trivial["ratio"]]]),
+    ])
+
+
+def render_markdown(report: dict) -> str:
+    """The whole report as Markdown, with the PNG charts linked."""
+    sections = [
+        _header(report),
+        _bits_per_byte_section(report),
+        FAMILY_SECTIONS[report["family"]](report["results"]),
+        _trivial_section(report["trivial_encoding"]),
+    ]
+    plots = report.get("plots") or []
+    if plots:
+        sections.append("## Charts\n\n" + "\n".join(f"![{name}]({name})" for name in plots))
+    sections.append(f"_Evaluated in {report['seconds']} s._")
+    return "\n\n".join(sections) + "\n"
