@@ -368,7 +368,7 @@ def recurrent_memories(model, ids: torch.Tensor, chunk_index: torch.Tensor) -> t
     """Recurrent mode prefill: decode the earlier chunks in order; each row keeps the memory of its current chunk."""
     chunk = model.config.n_ctx
     memory = model.initial_memory.expand(ids.shape[0], 1, -1)
-    current = memory
+    current = memory.clone()  # the cache writes into it: never a view of the parameter
     for number in range(int(chunk_index.max())):
         token_embeds = model.embed_tokens(ids[:, number * chunk : (number + 1) * chunk])
         hidden = model.decoder(model.combine(memory, token_embeds))

@@ -15,6 +15,13 @@ Memories of all chunks are encoded in one batched encoder call, and all chunks a
 decoder call (except ``recurrent``, which is sequential by definition). Logits come back in sequence order,
 ``(B, T, V)``, with ``logits[:, t]`` predicting token ``t + 1``; the loss is the usual shifted next-token loss
 over the whole sequence, so the first token of chunk ``c + 1`` is predicted by the last position of chunk ``c``.
+
+Generation (``generation_memmix.py``): the prompt's earlier chunks are encoded once, in one encoder call; the
+decoder keeps an incremental cache of the current chunk only, so its cost per token does not grow with the
+context. When the current chunk is full it is encoded into a new memory and decoding continues in a fresh
+chunk. Past ``max_memories`` generation raises ``ValueError`` before any work unless
+``generate(..., sliding_window=True)``, which drops the oldest memory. Left-padded batches run each row at
+its own positions. ``memory_mode="oracle"`` cannot generate (each chunk reads an embedding of itself).
 """
 
 from __future__ import annotations
@@ -26,6 +33,14 @@ from torch import nn
 from transformers import GenerationMixin
 
 from .configuration_memmix import MemoryMixerConfig
+from .generation_memmix import (
+    MemmixCache,
+    MemmixGenerationMixin,
+    leading_padding,
+    memory_cached_hidden,
+    shift_rows_left,
+    shift_rows_right,
+)
 from .mixer_layers import build_stack
 from .modeling_autoencoder import TextEncoder
 from .modeling_common import (
@@ -44,7 +59,7 @@ MEMORY_AUTO_MAP = {
 }
 
 
-class MemoryMixerForCausalLM(MemmixPreTrainedModel, GenerationMixin):
+class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, GenerationMixin):
     """Causal LM over ``n_ctx * (max_memories + 1)`` tokens, reading memories of earlier chunks.
 
     Build one whose encoder comes from a trained `MixerAutoencoder` with `from_autoencoder`.
@@ -230,16 +245,33 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, GenerationMixin):
             memory = self.recurrent_proj(hidden[:, -1:])
         return self.norm(torch.cat(outputs, dim=1))
 
-    def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None,
-                **kwargs) -> MemmixLMOutput:
-        check_input_ids(input_ids, self.config.vocab_size, self.config.max_sequence_length)
+    def sequence_hidden(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Training-time path: (B, T) token ids -> (B, T, d) final hidden states, all chunks at once."""
         length = input_ids.shape[1]
         if self.config.memory_mode == "recurrent":
-            hidden = self.recurrent_hidden(input_ids)
-        else:
-            builder = self.past_decoder_inputs if self.config.memory_mode == "past" else self.oracle_decoder_inputs
-            inputs, positions = builder(input_ids)
-            hidden = self.decode_chunks(inputs, positions)[:, :length]
+            return self.recurrent_hidden(input_ids)
+        builder = self.past_decoder_inputs if self.config.memory_mode == "past" else self.oracle_decoder_inputs
+        inputs, positions = builder(input_ids)
+        return self.decode_chunks(inputs, positions)[:, :length]
+
+    def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None,
+                attention_mask: torch.Tensor | None = None, cache: MemmixCache | None = None,
+                use_cache: bool | None = None, logits_to_keep: int = 0, sliding_window: bool = False,
+                **kwargs) -> MemmixLMOutput:
+        """Logits ``(B, T, V)`` (and the loss with ``labels``). Left padding in ``attention_mask`` runs each row
+        from position 0. With ``use_cache=True`` or a ``cache`` (generation) the returned ``cache`` continues
+        the sequence; a step returns logits of the new tokens, the prefill those of the last ``logits_to_keep``
+        tokens (all with 0; only the last one when the prompt is longer than the model's limit)."""
+        if cache is not None or use_cache:
+            return self.cached_forward(input_ids, attention_mask, cache, logits_to_keep, sliding_window)
+        check_input_ids(input_ids, self.config.vocab_size, self.config.max_sequence_length)
+        pads = leading_padding(attention_mask, input_ids)
+        if pads is None:
+            hidden = self.sequence_hidden(input_ids)
+        else:  # left padding: run each row from position 0, padding moved behind its tokens
+            hidden = shift_rows_right(self.sequence_hidden(shift_rows_left(input_ids, pads)), pads)
+        if logits_to_keep and labels is None:
+            hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         output = MemmixLMOutput(logits=logits)
         if labels is not None:
@@ -248,6 +280,18 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, GenerationMixin):
             output.loss, output.loss_sum, output.num_tokens = loss.mean, loss.total, loss.count
             output.token_losses = loss.per_token
         return output
+
+    def cached_forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
+                       cache: MemmixCache | None, logits_to_keep: int, sliding_window: bool) -> MemmixLMOutput:
+        """Generation path (see `forward`)."""
+        is_prefill = cache is None
+        hidden, cache = memory_cached_hidden(self, input_ids, attention_mask, cache, sliding_window)
+        if is_prefill and logits_to_keep != 1 and input_ids.shape[1] <= self.config.max_sequence_length:
+            # earlier prompt positions come from the training-time path (the cache only holds the current chunk)
+            logits = self.forward(input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep).logits
+        else:
+            logits = self.lm_head(hidden)
+        return MemmixLMOutput(logits=logits, cache=cache)
 
     # ----- building from an autoencoder -------------------------------------------------------------------------
 
