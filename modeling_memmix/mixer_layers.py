@@ -246,7 +246,9 @@ class MixerStack(nn.Module):
 
     def new_histories(self, batch_size: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         """One preallocated history buffer per layer, for incremental decoding."""
-        return [layer.mixing.new_history(batch_size, dtype, device) for layer in self.layers]
+        # found by type, not as ``layer.mixing``: a wrapper (PEFT's LoRA ParamWrapper) may sit around the mixer
+        mixers = [next(m for m in layer.modules() if isinstance(m, MaskedTokenMixing)) for layer in self.layers]
+        return [mixer.new_history(batch_size, dtype, device) for mixer in mixers]
 
 
 class TransformerStack(nn.Module):
