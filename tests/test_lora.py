@@ -218,6 +218,24 @@ def test_mixing_adapter_changes_outputs_and_trains(variant):
     assert (mixed_logits - base_logits).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("variant", ["flat", "heads"])
+def test_cached_generation_uses_the_mixing_adapter(variant):
+    """generate() on the adapted model: cached == uncached == merged, and differs from the base model."""
+    torch.manual_seed(0)
+    model = MixerForCausalLM(MixerConfig(**TINY, **MIXERS[variant])).eval()
+    peft_model = adapted(model, recommended_lora_config(model, rank=4, adapt_mixing=True))
+    prompt = random_ids(2, 4, seed=4)
+    settings = dict(max_new_tokens=10, do_sample=False)
+    with torch.no_grad():
+        cached = peft_model.generate(input_ids=prompt, **settings)
+        uncached = peft_model.generate(input_ids=prompt, use_cache=False, **settings)
+        with peft_model.disable_adapter():
+            base = peft_model.generate(input_ids=prompt, **settings)
+        merged = merge_adapters(peft_model).generate(input_ids=prompt, **settings)
+    assert torch.equal(cached, uncached) and torch.equal(cached, merged)
+    assert not torch.equal(cached, base)
+
+
 # ----- 3. save / load / merge ------------------------------------------------------------------------------------
 
 
