@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import (
@@ -432,8 +432,15 @@ def budget_spent(start: float, train: dict[str, Any], accelerator: Accelerator) 
 def make_accelerator(train: dict[str, Any]) -> Accelerator:
     if train["mixed_precision"] == "fp16" and (train["cpu"] or not torch.cuda.is_available()):
         raise ValueError("train.mixed_precision='fp16' needs a GPU; on CPU use 'bf16' or 'no'")
-    return Accelerator(mixed_precision=train["mixed_precision"], cpu=train["cpu"],
-                       log_with="tensorboard" if train["tensorboard"] else None, project_dir=train["output_dir"])
+    # cpu=True without a GPU: under torchrun/accelerate launch with several processes this is what makes
+    # accelerate choose MULTI_CPU (gloo) instead of a single non-distributed process.
+    use_cpu = train["cpu"] or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    accelerator = Accelerator(mixed_precision=train["mixed_precision"], cpu=use_cpu,
+                              log_with="tensorboard" if train["tensorboard"] else None,
+                              project_dir=train["output_dir"])
+    accelerator.print(f"processes: {accelerator.num_processes}, distributed: {accelerator.distributed_type.value}, "
+                      f"device: {accelerator.device}, mixed precision: {accelerator.mixed_precision}")
+    return accelerator
 
 
 def run_training(config: dict[str, Any]) -> dict[str, Any]:
@@ -482,7 +489,7 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         export_model(accelerator.unwrap_model(model), tokenizer, config, metrics, export_folder,
-                     state_dict=state_dict)
+                     state_dict=state_dict, model_name=output_dir.name)
         from evaluation.plots import plot_training_curves
 
         plot_training_curves(output_dir / LOG_FILE, output_dir / "loss_curve.png", title=config["family"])
@@ -565,6 +572,6 @@ if __name__ == "__main__":
     except (ValueError, FileNotFoundError, NonFiniteLossError, HubOfflineError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    if "val_bits_per_byte" in result:
+    if "val_bits_per_byte" in result and PartialState().is_main_process:
         print(f"validation bits per byte {result['val_bits_per_byte']:.4f}, loss {result['val_loss']:.4f}; "
               f"exported to {result['export_dir']}")

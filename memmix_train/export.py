@@ -130,6 +130,7 @@ def export_model(
     metrics: dict[str, Any],
     folder: str | os.PathLike,
     state_dict: dict | None = None,
+    model_name: str | None = None,
 ) -> Path:
     """Write the Hub-ready folder and return its path (``state_dict``: full weights of a sharded model)."""
     folder = Path(folder)
@@ -146,9 +147,8 @@ def export_model(
         ).save_pretrained(folder)
     save_config(run_config, folder / "run_config.json")
     (folder / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    name = Path(run_config["train"].get("push_to_hub") or folder.name).name
-    (folder / "README.md").write_text(model_card(run_config, metrics, run_config["train"].get("push_to_hub") or name),
-                                      encoding="utf-8")
+    name = run_config["train"].get("push_to_hub") or model_name or folder.name
+    (folder / "README.md").write_text(model_card(run_config, metrics, name), encoding="utf-8")
     return folder
 
 
