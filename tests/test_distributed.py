@@ -6,13 +6,15 @@ wrote; they compare against a 1-process run of the same global batch.
 * FSDP2: ``tests/dist_scripts/fsdp_train.py`` shards every block and the root with ``fully_shard`` (Accelerate
   refuses FSDP on CPU, so this is how a CPU machine tests sharding) and trains side by side with an unsharded
   copy.
-* DDP: ``train_accelerate.py`` launched with the 2-process multi-CPU Accelerate config versus one process.
+* DDP: ``accelerate launch --config_file configuration/accelerate/cpu_2proc.yaml train_accelerate.py`` (2
+  processes, batch ``B`` each) versus ``python train_accelerate.py`` (1 process, batch ``2B``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,9 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from memmix_data import builtin_documents
+from memmix_data.tokenizer import train_tokenizer
+
 REPO = Path(__file__).resolve().parents[1]
 DIST_SCRIPTS = REPO / "tests" / "dist_scripts"
 LAUNCH_TIMEOUT_S = 180
+CPU_2PROC_CONFIG = REPO / "configuration" / "accelerate" / "cpu_2proc.yaml"
 
 
 def free_port() -> int:
@@ -41,9 +47,27 @@ def child_env() -> dict[str, str]:
 
 def run_checked(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """Run ``command``; on failure show its output in the assertion message."""
-    done = subprocess.run(command, cwd=cwd, env=child_env(), capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT_S)
-    assert done.returncode == 0, f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return run_all_checked([command], cwd)[0]
+
+
+def run_all_checked(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Run ``commands`` side by side (much of a launch is imports and waiting); fail with their output."""
+    running = [subprocess.Popen(command, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for command in commands]
+    done = []
+    try:
+        for command, process in zip(commands, running):
+            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+            done.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    for result in done:
+        assert result.returncode == 0, (
+            f"{' '.join(result.args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return done
 
 
@@ -81,3 +105,81 @@ def test_fsdp2_sharded_training_matches_unsharded(tmp_path, family):
     # the causal mask survives sharded training: earlier logits ignore later tokens, later logits do not
     assert result["causal_leak"] == 0.0
     assert result["later_logits_change"] > 1e-3
+
+
+# ----- DDP through accelerate launch ------------------------------------------------------------------------
+
+DDP_STEPS = 8
+PER_PROCESS_BATCH = 4
+STATE_LINE = re.compile(r"processes: (\d+), distributed: (\w+)")
+
+
+@pytest.fixture(scope="module")
+def ddp_data(tmp_path_factory) -> dict[str, str]:
+    """A small tokenizer and a window cache shared by the 1- and 2-process runs."""
+    root = tmp_path_factory.mktemp("ddp_data")
+    train_tokenizer(builtin_documents()[:150], vocab_size=300, save_dir=str(root / "tokenizer"))
+    return {"tokenizer": str(root / "tokenizer"), "cache_dir": str(root / "cache")}
+
+
+def write_preset(path: Path, data: dict[str, str], output_dir: Path, batch_size: int) -> Path:
+    """A tiny mixer run: lr high enough that the loss moves in a few steps, a loss record every step."""
+    preset = {
+        "family": "mixer",
+        "model": {"hidden_size": 32, "num_hidden_layers": 2, "n_ctx": 16, "intermediate_size": 64},
+        "data": {"corpus": "builtin", "max_documents": 150, "tokenizer": data["tokenizer"],
+                 "cache_dir": data["cache_dir"], "validation_fraction": 0.1},
+        "train": {"output_dir": str(output_dir), "batch_size": batch_size, "lr": 1e-2, "warmup_steps": 1,
+                  "max_steps": DDP_STEPS, "eval_every": DDP_STEPS, "save_every": DDP_STEPS, "log_every": 1,
+                  "eval_batches": 2, "tensorboard": False, "resume": "never"},
+    }
+    path.write_text(json.dumps(preset))
+    return path
+
+
+def metrics_of(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def launch_state(done: subprocess.CompletedProcess) -> tuple[int, str]:
+    """(number of processes, distributed type) from the run's "processes: N, distributed: T" log line."""
+    match = STATE_LINE.search(done.stdout + done.stderr)
+    assert match, f"no accelerator state line in the log:\n{done.stdout}\n{done.stderr}"
+    return int(match.group(1)), match.group(2)
+
+
+def test_accelerate_launch_two_cpu_processes_is_ddp_matching_one_process(tmp_path, ddp_data):
+    assert CPU_2PROC_CONFIG.is_file(), f"missing Accelerate config {CPU_2PROC_CONFIG}"
+    two_dir, one_dir = tmp_path / "two_processes", tmp_path / "one_process"
+    two_command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC_CONFIG),
+        "--main_process_port", str(free_port()), str(REPO / "train_accelerate.py"),
+        "--preset", str(write_preset(tmp_path / "two.json", ddp_data, two_dir, PER_PROCESS_BATCH)),
+    ]
+    one_command = [
+        sys.executable, str(REPO / "train_accelerate.py"),
+        "--preset", str(write_preset(tmp_path / "one.json", ddp_data, one_dir, 2 * PER_PROCESS_BATCH)),
+    ]
+    # both may build the shared window cache at once: memmix_data writes it atomically (temp file + rename)
+    two, one = run_all_checked([two_command, one_command], cwd=tmp_path)
+
+    assert launch_state(two) == (2, "MULTI_CPU")
+    assert launch_state(one) == (1, "NO")
+
+    two_log, one_log = metrics_of(two_dir), metrics_of(one_dir)
+    two_train = [record for record in two_log if "train_loss" in record]
+    one_train = [record for record in one_log if "train_loss" in record]
+    assert [r["step"] for r in two_train] == [r["step"] for r in one_train] == list(range(1, DDP_STEPS + 1))
+    # the same global batch: 2 processes x B windows per step == 1 process x 2B
+    assert [r["train_windows_seen"] for r in two_train] == [r["train_windows_seen"] for r in one_train]
+    assert two_train[-1]["train_windows_seen"] == DDP_STEPS * 2 * PER_PROCESS_BATCH
+
+    two_losses = [r["train_loss"] for r in two_train]
+    one_losses = [r["train_loss"] for r in one_train]
+    assert one_losses[0] - min(one_losses) > 0.05, f"the loss hardly moved, the comparison proves little: {one_losses}"
+    assert two_losses == pytest.approx(one_losses, abs=1e-4)
+    assert [r["grad_norm"] for r in two_train] == pytest.approx([r["grad_norm"] for r in one_train], rel=1e-3)
+
+    two_eval = [record for record in two_log if "val_loss" in record][-1]
+    one_eval = [record for record in one_log if "val_loss" in record][-1]
+    assert two_eval["val_loss"] == pytest.approx(one_eval["val_loss"], abs=1e-4)
