@@ -35,9 +35,11 @@ from modeling_memmix.quantization import QuantizedEmbedding
 def _batches(input_ids: torch.Tensor, batch_size: int, desc: str, progress: bool) -> Iterator[torch.Tensor]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, input_ids.shape[0], batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        yield input_ids[start : start + batch_size]
+    with tqdm(total=input_ids.shape[0], desc=desc, unit="window", disable=not progress, leave=False) as bar:
+        for start in range(0, input_ids.shape[0], batch_size):
+            batch = input_ids[start : start + batch_size]
+            yield batch
+            bar.update(batch.shape[0])
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
