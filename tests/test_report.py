@@ -302,3 +302,24 @@ def test_model_card_update_replaces_matching_results_and_keeps_others(causal_rep
     assert values[("bits_per_byte", "docs.jsonl")] == pytest.approx(report["results"]["summary"]["bits_per_byte"])
     assert values[("perplexity", "docs.jsonl")] == 42.0
     assert len(card.data.eval_results) == 3 and "Body text stays." in card.text
+
+
+def test_oracle_normalized_loss_charges_the_real_stored_size(documents, tokenizer, corpus_file, tmp_path):
+    torch.manual_seed(3)
+    config = MemoryMixerConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, n_ctx=8, max_memories=1,
+                               memory_mode="oracle", memory_dim=10)
+    folder = save(MemoryMixerForCausalLM(config), tokenizer, tmp_path / "oracle")
+    report = run_report(folder, corpus_file, tmp_path / "out", max_windows=4, copy_windows=2,
+                        embedding_formats=["int4"], **FAST)
+    oracle = report["results"]["oracle"]
+    input_ids = validation_windows(documents, tokenizer, 16)[:4]
+    with torch.no_grad():
+        output = MemoryMixerForCausalLM.from_pretrained(folder).eval()(input_ids=input_ids, labels=input_ids)
+    assert oracle["fp32"]["cross_entropy"] == pytest.approx(float(output.loss), rel=1e-5)
+    int4 = oracle["int4"]
+    assert int4["bits_per_vector"] == 5 * 8 + 16  # 10 values in 5 packed bytes + a bfloat16 scale
+    # L_o = bpb_emb * ln 2 * bytes/token = stored bits * ln 2 / n_ctx (nats per token), n_ctx = 8
+    offset = int4["bits_per_vector"] * math.log(2) / 8
+    assert int4["normalized_loss"] == pytest.approx(int4["cross_entropy"] + offset, rel=1e-9)
+    assert int4["normalized_loss_formula"] == pytest.approx(
+        int4["cross_entropy"] + 10 * 4 / 8 * math.log(2), rel=1e-9)
