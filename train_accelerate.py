@@ -9,6 +9,13 @@ Overrides (``section.key=value``; a bare key works when only one section has it)
     python train_accelerate.py --preset configuration/autoencoder_tiny.json \\
         --set train.lr=1e-3 --set model.hidden_size=64 --max_steps 100 --output_dir runs/ae
 
+Fine-tune an exported checkpoint on your own text, in full or with LoRA adapters (docs/LORA.md)::
+
+    python train_accelerate.py --preset configuration/mixer_tiny.json --set train.init_from=runs/mixer_tiny/export \\
+        --set data.corpus=my_text/*.txt --output_dir runs/my_finetune
+    python train_accelerate.py --preset configuration/mixer_tiny_lora.json --set data.corpus=my_text/*.txt \\
+        --set train.lora_rank=8 --set train.lora_merge=true
+
 Several processes or GPUs (see configuration/accelerate/)::
 
     accelerate launch --config_file configuration/accelerate/cpu_2proc.yaml train_accelerate.py --preset ...
@@ -17,6 +24,12 @@ Flow: config -> tokenizer -> data -> model (`build_model`) -> optimizer -> resum
 ``train.eval_every`` steps, checkpoint every ``train.save_every``) -> final eval -> export (+ push).
 Outputs under ``train.output_dir``: ``checkpoints/step_N`` (resumable), ``export/`` (Hub-ready folder),
 ``metrics.jsonl``, ``tensorboard/``, ``loss_curve.png``, ``run_config.json``.
+
+Fine-tuning: ``train.init_from`` (an exported folder or Hub id) gives the starting weights; the preset's model keys
+must equal the checkpoint's. A run from ``init_from`` evaluates once before its first step (logged as step 0).
+With ``train.lora_rank`` the model is wrapped by ``peft.get_peft_model`` (targets from `memmix_peft`), only the
+adapters train, the export is ``export/adapter/`` (adapter only) and, with ``train.lora_merge``, also the merged
+full model in ``export/``. Every run logs its trainable-parameter count (step 0 of ``metrics.jsonl``).
 
 Bits per byte are exact: summed validation cross-entropy in nats / (ln 2 x bytes of the scored tokens).
 The causal families (mixer, memory) cannot score the first token of a window (nothing predicts it), so
@@ -38,9 +51,11 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
+from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
 from transformers import (
+    AutoConfig,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -55,19 +70,33 @@ from memmix_data import (
     token_byte_lengths,
 )
 from memmix_data.tokenizer import train_tokenizer
+from memmix_peft import count_trainable_parameters, memory_lora_config, recommended_lora_config
 from memmix_train.checkpointing import (
+    is_complete,
     latest_checkpoint,
     load_checkpoint,
     read_checkpoint_config,
     save_checkpoint,
 )
-from memmix_train.config import FAMILY_CONFIGS, apply_overrides, load_preset, save_config
-from memmix_train.export import HubOfflineError, check_hub_reachable, export_model, push_folder_to_hub
+from memmix_train.config import FAMILY_CONFIGS, TRAIN_DEFAULTS, apply_overrides, load_preset, save_config
+from memmix_train.export import (
+    HubOfflineError,
+    check_hub_reachable,
+    export_adapter,
+    export_merged,
+    export_model,
+    looks_like_hub_id,
+    push_folder_to_hub,
+)
 from modeling_memmix import MemoryMixerForCausalLM, MixerAutoencoder, MixerAutoencoderConfig, MixerForCausalLM
 
 FAMILY_MODELS = {"mixer": MixerForCausalLM, "autoencoder": MixerAutoencoder, "memory": MemoryMixerForCausalLM}
 CAUSAL_FAMILIES = ("mixer", "memory")
 LOG_FILE = "metrics.jsonl"
+# train keys a resumed run must share with its checkpoint (they decide which weights the state holds)
+FINE_TUNE_KEYS = ("init_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_adapt_mixing", "lora_decoder_only")
+# model keys a preset may leave null to have them filled in (from the tokenizer, or from an init_from checkpoint)
+FILLED_MODEL_KEYS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -109,13 +138,17 @@ def resolve_run_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def tokenizer_source(config: dict[str, Any]) -> str | None:
-    """Folder of an existing tokenizer to reuse: data.tokenizer, else the autoencoder's, else None."""
-    return config["data"]["tokenizer"] or config["train"]["init_from_autoencoder"]
+    """Folder of an existing tokenizer to reuse: data.tokenizer, else the autoencoder's or the init_from
+    checkpoint's, else None."""
+    train = config["train"]
+    return config["data"]["tokenizer"] or train["init_from_autoencoder"] or train["init_from"]
 
 
 def prepare_tokenizer(config: dict[str, Any], accelerator: Accelerator) -> PreTrainedTokenizerBase:
     """Reuse a tokenizer folder, or train one on the training documents (main process) and save it."""
     source = tokenizer_source(config)
+    if source is not None and source == config["train"]["init_from"] and looks_like_hub_id(source):
+        return AutoTokenizer.from_pretrained(source)
     if source is not None:
         if not os.path.isfile(os.path.join(source, "tokenizer.json")):
             raise FileNotFoundError(f"No tokenizer.json in the tokenizer folder {source!r}")
@@ -190,8 +223,68 @@ def model_settings(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -
     return settings
 
 
+def _init_from_hint(source: str) -> str:
+    """What a folder that is not an exported model probably is, and what to give instead."""
+    folder = Path(source)
+    if (folder / "adapter_config.json").is_file():
+        return (" It is a LoRA adapter folder: start from its base model, or from a merged export "
+                "(train.lora_merge=true).")
+    if is_complete(folder):
+        return f" It is a training checkpoint: continue that run with --resume {source}, or start from its export/ folder."
+    if (folder / "export" / "config.json").is_file():
+        return f" Did you mean {folder / 'export'}?"
+    return ""
+
+
+def load_init_from_config(source: str):
+    """The model config stored in the ``train.init_from`` folder (or Hub repo), with clear errors."""
+    if not os.path.isdir(source) and not looks_like_hub_id(source):
+        raise FileNotFoundError(
+            f"train.init_from={source!r} is not a folder; give an exported model folder (save_pretrained output, "
+            "e.g. runs/mixer_tiny/export) or a Hub model id"
+        )
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"train.init_from={source!r} holds no loadable model config ({error}).{_init_from_hint(source)}"
+        ) from error
+
+
+def init_from_model_config(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None = None):
+    """The config of the ``train.init_from`` checkpoint, checked against the run: same family, every model key the
+    preset sets equal to the checkpoint's (the error lists each mismatch with both values), vocabulary big enough."""
+    source, family = config["train"]["init_from"], config["family"]
+    saved = load_init_from_config(source)
+    expected = FAMILY_CONFIGS[family].model_type
+    if saved.model_type != expected:
+        raise ValueError(
+            f"train.init_from={source!r} holds a {saved.model_type!r} model but family={family!r} needs "
+            f"model_type {expected!r}; use the preset of the checkpoint's family"
+        )
+    mismatches = [
+        f"{name}: checkpoint {getattr(saved, name, None)!r}, preset {wanted!r}"
+        for name, wanted in config["model"].items()
+        if not (wanted is None and name in FILLED_MODEL_KEYS) and getattr(saved, name, None) != wanted
+    ]
+    if mismatches:
+        raise ValueError(
+            f"train.init_from={source!r}: the checkpoint's config does not match the preset's model section "
+            f"({'; '.join(mismatches)}). Remove these model keys from the preset (the checkpoint's values are used) "
+            "or start from a checkpoint that has them"
+        )
+    if tokenizer is not None and len(tokenizer) > saved.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the checkpoint {source!r} has vocab_size="
+            f"{saved.vocab_size}; use the checkpoint's tokenizer (data.tokenizer=null)"
+        )
+    return saved
+
+
 def planned_model_config(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase):
     """The model's config without building the model (to size the data windows first)."""
+    if config["train"]["init_from"] is not None:
+        return init_from_model_config(config, tokenizer)
     settings = model_settings(config, tokenizer)
     source = config["train"]["init_from_autoencoder"]
     if source is not None and config["family"] == "memory":
@@ -203,9 +296,13 @@ def build_model(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> P
     """The model to train, from the resolved config (the single place where models are built).
 
     A memory model with ``train.init_from_autoencoder`` takes that autoencoder's encoder (frozen when
-    ``train.freeze_encoder``). PEFT wrappers can be added after this function.
+    ``train.freeze_encoder``). With ``train.init_from`` the checkpoint's model is loaded (after
+    `init_from_model_config` checked it). PEFT wrappers are added after this function (`add_lora`).
     """
     family = config["family"]
+    if config["train"]["init_from"] is not None:
+        init_from_model_config(config, tokenizer)
+        return FAMILY_MODELS[family].from_pretrained(config["train"]["init_from"])
     settings = model_settings(config, tokenizer)
     source = config["train"]["init_from_autoencoder"]
     if source is not None:
@@ -221,6 +318,23 @@ def build_model(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> P
         return MemoryMixerForCausalLM.from_autoencoder(autoencoder, freeze_encoder=config["train"]["freeze_encoder"],
                                                        **settings)
     return FAMILY_MODELS[family](FAMILY_CONFIGS[family](**settings))
+
+
+def lora_config_for(config: dict[str, Any], model_config) -> LoraConfig | None:
+    """The run's LoRA config (None without ``train.lora_rank``): `memmix_peft.recommended_lora_config`, or
+    `memmix_peft.memory_lora_config` with ``train.lora_decoder_only``. Raises ValueError for settings PEFT
+    cannot apply (e.g. dropout with adapted mixing weights)."""
+    train = config["train"]
+    if train["lora_rank"] is None:
+        return None
+    make = memory_lora_config if train["lora_decoder_only"] else recommended_lora_config
+    return make(model_config, rank=train["lora_rank"], alpha=train["lora_alpha"], dropout=train["lora_dropout"],
+                adapt_mixing=train["lora_adapt_mixing"])
+
+
+def add_lora(model: PreTrainedModel, lora_config: LoraConfig | None):
+    """The model wrapped with LoRA adapters by ``peft.get_peft_model`` (only they train), or the model itself."""
+    return model if lora_config is None else get_peft_model(model, lora_config)
 
 
 def build_optimizer(model: torch.nn.Module, train: dict[str, Any]) -> torch.optim.AdamW:
@@ -378,6 +492,13 @@ def find_resume_checkpoint(config: dict[str, Any], accelerator: Accelerator) -> 
                 f"Cannot resume from {path}: its {section} settings differ from this run's "
                 f"({saved[section]!r} vs {config[section]!r}); use another train.output_dir or --resume never"
             )
+    for key in FINE_TUNE_KEYS:
+        before = saved["train"].get(key, TRAIN_DEFAULTS[key])
+        if before != config["train"][key]:
+            raise ValueError(
+                f"Cannot resume from {path}: it was trained with train.{key}={before!r}, this run asks for "
+                f"{config['train'][key]!r}; use another train.output_dir or --resume never"
+            )
     return path
 
 
@@ -449,17 +570,27 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     output_dir = Path(train["output_dir"])
     if train["push_to_hub"]:
         check_hub_reachable(train["push_to_hub"])  # fail before hours of training, not after
+    if train["init_from"] is not None:
+        init_from_model_config(config)  # a mismatched checkpoint fails before anything is built
     accelerator = make_accelerator(train)
+    if train["lora_merge"] and accelerator.distributed_type == DistributedType.FSDP:
+        raise ValueError("train.lora_merge=true cannot merge FSDP-sharded weights; export the adapter, then merge "
+                         "it on one process with memmix_peft.merge_and_export")
     set_seed(train["seed"])
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "run_config.json")
 
     tokenizer = prepare_tokenizer(config, accelerator)
-    window = window_length(planned_model_config(config, tokenizer))
+    planned = planned_model_config(config, tokenizer)
+    lora_config = lora_config_for(config, planned)  # bad LoRA settings fail before the data is built
+    window = window_length(planned)
     train_windows = prepare_windows(config, tokenizer, window, "train", accelerator)
     val_windows = prepare_windows(config, tokenizer, window, "validation", accelerator)
-    model = build_model(config, tokenizer)
+    model = add_lora(build_model(config, tokenizer), lora_config)
+    trainable, total = count_trainable_parameters(model)
+    accelerator.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+                      + (f", LoRA rank {train['lora_rank']}" if lora_config is not None else ""))
     global_batch = train["batch_size"] * accelerator.num_processes
     check_windows_fit(train_windows, model.config, global_batch, "train")
     check_windows_fit(val_windows, model.config, global_batch, "validation")
@@ -480,25 +611,45 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     log = MetricsLog(accelerator, output_dir, state["step"], train["tensorboard"])
     if train["tensorboard"]:
         accelerator.init_trackers("tensorboard", config=flat_hparams(config))
+    if state["step"] == 0:
+        log.write({"step": 0, "trainable_parameters": trainable, "total_parameters": total})
 
     batches = WindowBatches(train_windows, train["batch_size"], accelerator.process_index,
                             accelerator.num_processes, train["seed"])
     metrics = run_loop(model, optimizer, scheduler, batches, val_windows, accelerator, config, state, log,
                        byte_lengths, causal)
+    metrics.update(trainable_parameters=trainable, total_parameters=total)
     export_folder = output_dir / "export"
+    upload_folder = export_folder / "adapter" if lora_config is not None and not train["lora_merge"] else export_folder
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), tokenizer, config, metrics, export_folder,
-                     state_dict=state_dict, model_name=output_dir.name)
+        export_run(accelerator.unwrap_model(model), tokenizer, config, metrics, export_folder, state_dict,
+                   lora=lora_config is not None)
         from evaluation.plots import plot_training_curves
 
         plot_training_curves(output_dir / LOG_FILE, output_dir / "loss_curve.png", title=config["family"])
         if train["push_to_hub"]:
-            metrics["hub_commit"] = push_folder_to_hub(export_folder, train["push_to_hub"], train["hub_private"])
+            metrics["hub_commit"] = push_folder_to_hub(upload_folder, train["push_to_hub"], train["hub_private"])
     accelerator.wait_for_everyone()
     accelerator.end_training()
     metrics["export_dir"] = str(export_folder)
+    if lora_config is not None:
+        metrics["adapter_dir"] = str(export_folder / "adapter")
     return metrics
+
+
+def export_run(model, tokenizer: PreTrainedTokenizerBase, config: dict[str, Any], metrics: dict[str, Any],
+               export_folder: Path, state_dict: dict, lora: bool) -> None:
+    """Write the export (main process): the model, or for LoRA the adapter in ``adapter/`` and, with
+    ``train.lora_merge``, the merged model in the export folder itself."""
+    name = Path(config["train"]["output_dir"]).name
+    if not lora:
+        export_model(model, tokenizer, config, metrics, export_folder, state_dict=state_dict, model_name=name)
+        return
+    export_adapter(model, tokenizer, config, metrics, export_folder / "adapter", state_dict=state_dict,
+                   model_name=name)
+    if config["train"]["lora_merge"]:
+        export_merged(model, tokenizer, config, metrics, export_folder, model_name=name)
 
 
 def run_loop(model, optimizer, scheduler, batches: WindowBatches, val_windows: PackedWindows,
@@ -523,6 +674,8 @@ def run_loop(model, optimizer, scheduler, batches: WindowBatches, val_windows: P
     def do_save(step: int) -> None:
         save_checkpoint(accelerator, output_dir, step, dict(state), config, keep=train["keep_checkpoints"])
 
+    if train["init_from"] is not None and first_step == 0:
+        do_eval(0)  # the checkpoint's validation loss on this data, before fine-tuning
     bar = tqdm(total=train["max_steps"], initial=first_step, disable=not accelerator.is_local_main_process,
                desc=config["family"])
     while state["step"] < stop_at:

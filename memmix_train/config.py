@@ -11,6 +11,10 @@ Missing ``data`` / ``train`` keys take the defaults below; unknown keys are erro
 passes silently. An override is ``section.key=value`` (or a bare ``key=value`` when the key exists in one
 section only); the value is read as JSON when it parses (``1e-3``, ``true``, ``null``, ``[0.9, 0.95]``)
 and as a plain string otherwise. The resolved configuration is what every checkpoint and export stores.
+
+Fine-tuning (see docs/LORA.md): ``train.init_from`` is an exported model folder (or Hub id) whose weights the
+run starts from; the preset's ``model`` keys must then equal the checkpoint's (the others are taken from it).
+``train.lora_rank`` (with ``init_from``) trains LoRA adapters instead of every weight.
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "tensorboard": True,
     "init_from_autoencoder": None,  # memory family: exported autoencoder folder whose encoder is reused
     "freeze_encoder": True,  # with init_from_autoencoder
+    "init_from": None,  # exported model folder (save_pretrained output) or Hub id to fine-tune from
+    "lora_rank": None,  # LoRA adapters of this rank on the init_from model (None = train every weight)
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "lora_adapt_mixing": False,  # also adapt the token-mixing matrices (under the causal mask)
+    "lora_decoder_only": False,  # memory family: decoder side only (memmix_peft.memory_lora_config)
+    "lora_merge": False,  # also export the merged full model to export/ (the adapter goes to export/adapter/)
     "push_to_hub": None,  # repo id to upload the export to
     "hub_private": False,
     "debug_nan_at_step": None,  # test hook: make the loss NaN at this step
@@ -139,6 +150,42 @@ def check_keys(config: dict[str, Any], source: str = "config") -> None:
         raise ValueError(f"train.warmup_steps={train['warmup_steps']!r} must be an integer >= 0")
     if not isinstance(train["lr"], (int, float)) or train["lr"] <= 0:
         raise ValueError(f"train.lr={train['lr']!r} must be a positive number")
+    check_fine_tuning(config)
+
+
+LORA_SWITCHES = ("lora_adapt_mixing", "lora_decoder_only", "lora_merge")
+
+
+def check_fine_tuning(config: dict[str, Any]) -> None:
+    """Raise ValueError for init_from / LoRA settings that cannot work together."""
+    train = config["train"]
+    if train["init_from"] is not None and train["init_from_autoencoder"] is not None:
+        raise ValueError(
+            f"train.init_from={train['init_from']!r} and train.init_from_autoencoder="
+            f"{train['init_from_autoencoder']!r} are both set; a run starts from one of them"
+        )
+    for name in LORA_SWITCHES:
+        if not isinstance(train[name], bool):
+            raise ValueError(f"train.{name}={train[name]!r} must be true or false")
+    rank = train["lora_rank"]
+    if rank is None:
+        switched_on = [name for name in LORA_SWITCHES if train[name]]
+        if switched_on:
+            raise ValueError(f"train.{switched_on[0]}=true needs LoRA; set train.lora_rank (e.g. 8)")
+        return
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"train.lora_rank={rank!r} must be a positive integer (or null for no LoRA)")
+    if train["init_from"] is None:
+        raise ValueError(
+            f"train.lora_rank={rank} needs train.init_from: LoRA adapts a trained checkpoint (an exported model "
+            "folder such as runs/mixer_tiny/export)"
+        )
+    if not isinstance(train["lora_alpha"], (int, float)) or train["lora_alpha"] <= 0:
+        raise ValueError(f"train.lora_alpha={train['lora_alpha']!r} must be a positive number")
+    if not isinstance(train["lora_dropout"], (int, float)) or not 0 <= train["lora_dropout"] < 1:
+        raise ValueError(f"train.lora_dropout={train['lora_dropout']!r} must be in [0, 1)")
+    if train["lora_decoder_only"] and config["family"] != "memory":
+        raise ValueError(f"train.lora_decoder_only=true is for family='memory', got family={config['family']!r}")
 
 
 def parse_value(text: str) -> Any:

@@ -3,14 +3,17 @@
 `export_model` writes ``save_pretrained`` output (safetensors weights, config with ``auto_map`` and the
 model code as remote code), the tokenizer, a generation config (causal families), the resolved run
 configuration and a model card ``README.md`` whose YAML ``model-index`` carries the validation bits per
-byte. `push_folder_to_hub` uploads that folder with ``huggingface_hub.upload_folder`` and fails with a
-clear message when the Hub cannot be reached (e.g. ``HF_HUB_OFFLINE=1``).
+byte. `export_adapter` writes a LoRA run's adapter folder (PEFT ``adapter_config.json`` + weights, tokenizer,
+card) and `export_merged` the full model with the adapter folded in. `push_folder_to_hub` uploads a folder
+with ``huggingface_hub.upload_folder`` and fails with a clear message when the Hub cannot be reached (e.g.
+``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +63,73 @@ def _hub_dataset_ids(corpus: str | list[str]) -> list[str]:
     return names
 
 
-def model_card(run_config: dict[str, Any], metrics: dict[str, Any], model_name: str) -> str:
-    """Model card text: YAML front matter with a model-index, then usage and the training setup."""
+def looks_like_hub_id(name: str) -> bool:
+    """True for ``owner/name`` strings that are not local paths (what ``from_pretrained`` fetches from the Hub)."""
+    return not os.path.exists(name) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
+
+
+def _parameters_row(metrics: dict[str, Any]) -> str:
+    trainable, total = metrics.get("trainable_parameters"), metrics.get("total_parameters")
+    if trainable is None or not total:
+        return ""
+    return f"| trainable parameters | {trainable:,} of {total:,} ({100 * trainable / total:.2f}%) |\n"
+
+
+def fine_tuning_section(run_config: dict[str, Any]) -> str:
+    """Card paragraph saying what the run started from and what it trained (empty for runs from scratch)."""
+    train = run_config["train"]
+    if train.get("init_from") is None:
+        return ""
+    if train.get("lora_rank") is None:
+        method = "full fine-tuning (every weight trained)"
+    else:
+        parts = [f"LoRA rank {train['lora_rank']}", f"alpha {train['lora_alpha']}", f"dropout {train['lora_dropout']}",
+                 "token-mixing matrices adapted under the causal mask" if train["lora_adapt_mixing"]
+                 else "token-mixing matrices not adapted"]
+        if train["lora_decoder_only"]:
+            parts.append("decoder side only (encoder untouched)")
+        method = ", ".join(parts) + " (targets from `memmix_peft`, see docs/LORA.md)"
+    return f"\n## Fine-tuning\n\nStarted from `{train['init_from']}`; {method}.\n"
+
+
+def _usage(family: str, model_name: str, base: str | None, adapter: bool) -> str:
+    auto_class = "AutoModelForCausalLM" if family in CAUSAL_FAMILIES else "AutoModel"
+    if not adapter:
+        return f"""```python
+from transformers import {auto_class}, AutoTokenizer
+
+model = {auto_class}.from_pretrained("{model_name}", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")
+```"""
+    return f"""This folder holds a LoRA adapter only; load it on its base model:
+
+```python
+from peft import PeftModel
+from transformers import {auto_class}, AutoTokenizer
+
+base = {auto_class}.from_pretrained("{base}", trust_remote_code=True)
+model = PeftModel.from_pretrained(base, "{model_name}")
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")
+```"""
+
+
+def model_card(run_config: dict[str, Any], metrics: dict[str, Any], model_name: str, adapter: bool = False) -> str:
+    """Model card text: YAML front matter with a model-index, then usage and the training setup.
+
+    ``adapter=True`` describes a LoRA adapter folder (PEFT library, usage on the base model).
+    """
     family = run_config["family"]
+    base = run_config["train"].get("init_from")
     corpus = run_config["data"]["corpus"]
     corpus_label = ", ".join(_corpus_names(corpus))
     if corpus_label == "builtin":
         corpus_label = "memmix built-in corpus (Python standard-library docstrings and pydoc topics)"
     bpb = metrics.get("val_bits_per_byte")
     task = "text-generation" if family in CAUSAL_FAMILIES else "feature-extraction"
-    lines = ["---", "library_name: transformers", "license: apache-2.0", "tags:", "- memmix", "- masked-mixer",
-             f"- {family}"]
+    lines = ["---", f"library_name: {'peft' if adapter else 'transformers'}", "license: apache-2.0"]
+    if base is not None and looks_like_hub_id(base):
+        lines.append(f"base_model: {base}")
+    lines += ["tags:", "- memmix", "- masked-mixer", f"- {family}"] + (["- lora"] if adapter else [])
     hub_ids = _hub_dataset_ids(corpus)
     if hub_ids:
         lines += ["datasets:"] + [f"- {name}" for name in hub_ids]
@@ -82,20 +141,15 @@ def model_card(run_config: dict[str, Any], metrics: dict[str, Any], model_name: 
     if metrics.get("val_loss") is not None:
         lines += ["    - type: loss", f"      value: {metrics['val_loss']:.4f}", "      name: Validation loss (nats/token)"]
     lines.append("---")
-    auto_class = "AutoModelForCausalLM" if family in CAUSAL_FAMILIES else "AutoModel"
+    what = f"LoRA adapter for a {FAMILY_TITLES[family]}" if adapter else f"{FAMILY_TITLES[family]}"
     body = f"""
 # {model_name}
 
-A {FAMILY_TITLES[family]} from the memmix project, trained with `train_accelerate.py`.
+A {what} from the memmix project, trained with `train_accelerate.py`.
 
 ## Use
 
-```python
-from transformers import {auto_class}, AutoTokenizer
-
-model = {auto_class}.from_pretrained("{model_name}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{model_name}")
-```
+{_usage(family, model_name, base, adapter)}
 
 ## Results
 
@@ -105,7 +159,7 @@ tokenizer = AutoTokenizer.from_pretrained("{model_name}")
 | validation loss (nats/token) | {metrics.get("val_loss", "n/a") if metrics.get("val_loss") is None else f"{metrics['val_loss']:.4f}"} |
 | optimizer steps | {metrics.get("step", "n/a")} |
 | training windows seen | {metrics.get("train_windows", "n/a")} |
-
+{_parameters_row(metrics)}
 Bits per byte = summed validation cross-entropy (nats) / (ln 2 x bytes of the scored tokens); for causal
 models the first token of each window has no prediction and its bytes are not counted.
 
@@ -113,7 +167,7 @@ models the first token of each window has no prediction and its bytes are not co
 
 {corpus_label}; split into train/validation by document (validation fraction
 {run_config["data"]["validation_fraction"]}).
-
+{fine_tuning_section(run_config)}
 ## Training configuration
 
 ```json
@@ -136,9 +190,61 @@ def export_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, state_dict=state_dict)
+    write_export_files(model.config, tokenizer, run_config, metrics, folder, model_name)
+    return folder
+
+
+def export_adapter(
+    peft_model,
+    tokenizer: PreTrainedTokenizerBase,
+    run_config: dict[str, Any],
+    metrics: dict[str, Any],
+    folder: str | os.PathLike,
+    state_dict: dict | None = None,
+    model_name: str | None = None,
+) -> Path:
+    """Write a LoRA run's adapter folder: PEFT's ``adapter_config.json`` and adapter weights only (no base
+    weights), the tokenizer, run configuration, metrics and an adapter model card; returns its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(folder, state_dict=state_dict)
+    write_export_files(peft_model.base_model.model.config, tokenizer, run_config, metrics, folder, model_name,
+                       adapter=True)
+    return folder
+
+
+def export_merged(
+    peft_model,
+    tokenizer: PreTrainedTokenizerBase,
+    run_config: dict[str, Any],
+    metrics: dict[str, Any],
+    folder: str | os.PathLike,
+    model_name: str | None = None,
+) -> PreTrainedModel:
+    """Fold the adapter into the base weights (`memmix_peft.merge_and_export`, which modifies ``peft_model`` in
+    place) and write the normal exported folder of the merged model; returns the merged model."""
+    from memmix_peft import merge_and_export
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    merged = merge_and_export(peft_model, folder, tokenizer)
+    write_export_files(merged.config, tokenizer, run_config, metrics, folder, model_name)
+    return merged
+
+
+def write_export_files(
+    config,
+    tokenizer: PreTrainedTokenizerBase,
+    run_config: dict[str, Any],
+    metrics: dict[str, Any],
+    folder: Path,
+    model_name: str | None = None,
+    adapter: bool = False,
+) -> None:
+    """Everything of an exported folder except the weights: tokenizer, generation config (causal full models),
+    run configuration, metrics and model card."""
     tokenizer.save_pretrained(folder)
-    if run_config["family"] in CAUSAL_FAMILIES:
-        config = model.config
+    if run_config["family"] in CAUSAL_FAMILIES and not adapter:
         GenerationConfig(
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
@@ -148,8 +254,7 @@ def export_model(
     save_config(run_config, folder / "run_config.json")
     (folder / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     name = run_config["train"].get("push_to_hub") or model_name or folder.name
-    (folder / "README.md").write_text(model_card(run_config, metrics, name), encoding="utf-8")
-    return folder
+    (folder / "README.md").write_text(model_card(run_config, metrics, name, adapter=adapter), encoding="utf-8")
 
 
 def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
