@@ -28,7 +28,7 @@ from memmix_peft import count_trainable_parameters, recommended_lora_config
 from memmix_train.checkpointing import latest_checkpoint
 from memmix_train.config import apply_overrides, resolve_config
 from modeling_memmix import MemoryMixerConfig, MixerForCausalLM
-from train_accelerate import WindowBatches, evaluate, lora_config_for, run_training
+from train_accelerate import FAMILY_MODELS, WindowBatches, evaluate, lora_config_for, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "n_ctx": 16, "intermediate_size": 64, "mixer_heads": 4}
@@ -254,6 +254,43 @@ def test_full_fine_tune_starts_at_the_checkpoint_loss(shared, base_export, tmp_p
     assert metrics["trainable_parameters"] == metrics["total_parameters"] == sum(p.numel() for p in base.parameters())
     assert "full fine-tuning" in (tmp_path / "export" / "README.md").read_text()
     assert not (tmp_path / "export" / "adapter").exists()
+
+
+def first_batch_loss(model_folder: Path, family: str, shared, window: int) -> float:
+    """The checkpoint's loss on the first training batch of the new text (what step 1 of a fine-tune reports)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    windows = load_or_build_windows(shared["new_text"], tokenizer, window=window, split="train",
+                                    cache_dir=shared["cache_dir"], validation_fraction=0.15)
+    batch = WindowBatches(windows, 4, 0, 1, seed=0).batch(0)
+    model = FAMILY_MODELS[family].from_pretrained(model_folder)
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], labels=batch["labels"]).loss.item()
+
+
+@pytest.mark.parametrize("family", ["autoencoder", "memory"])
+def test_other_families_fine_tune_from_their_checkpoint(shared, tmp_path, family):
+    """Full fine-tuning of an autoencoder; LoRA on the memory model's decoder side only (memory_lora_config)."""
+    model = {**BASE_MODEL, **({"max_memories": 2, "freeze_encoder": False} if family == "memory" else {})}
+    run_training(run_config(shared, tmp_path / "base", family, model=model, corpus="builtin", max_steps=10,
+                            eval_every=10, save_every=10, log_every=10))
+    base_export = tmp_path / "base" / "export"
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    lora = {"lora_rank": 4, "lora_decoder_only": True, "lora_merge": True} if family == "memory" else {}
+    metrics = run_training(run_config(shared, tmp_path / "tune", family, init_from=str(base_export), max_steps=3,
+                                      **lora))
+    window = 16 * 3 if family == "memory" else 16
+    assert train_losses(tmp_path / "tune")[1] == pytest.approx(first_batch_loss(base_export, family, shared, window),
+                                                               abs=1e-5)
+    if family == "memory":
+        adapter = load_file(tmp_path / "tune" / "export" / "adapter" / "adapter_model.safetensors")
+        assert any(".decoder." in name for name in adapter)
+        assert not any(".encoder." in name for name in adapter), "decoder-only LoRA must leave the encoder alone"
+        assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "tune" / "export", trust_remote_code=True)
+        assert type(merged).__name__ == "MemoryMixerForCausalLM"
+    else:
+        assert metrics["trainable_parameters"] == metrics["total_parameters"]
 
 
 # --- clear errors ------------------------------------------------------------------------------------------------
