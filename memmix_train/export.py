@@ -99,7 +99,7 @@ def _usage(family: str, model_name: str, base: str | None, adapter: bool) -> str
 from transformers import {auto_class}, AutoTokenizer
 
 model = {auto_class}.from_pretrained("{model_name}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{model_name}")
+tokenizer = AutoTokenizer.from_pretrained("{model_name}", trust_remote_code=True)
 ```"""
     return f"""This folder holds a LoRA adapter only; load it on its base model:
 
@@ -109,7 +109,7 @@ from transformers import {auto_class}, AutoTokenizer
 
 base = {auto_class}.from_pretrained("{base}", trust_remote_code=True)
 model = PeftModel.from_pretrained(base, "{model_name}")
-tokenizer = AutoTokenizer.from_pretrained("{model_name}")
+tokenizer = AutoTokenizer.from_pretrained("{model_name}", trust_remote_code=True)
 ```"""
 
 
