@@ -246,6 +246,11 @@ def load_init_from_config(source: str):
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
+        if not os.path.isdir(source):
+            raise FileNotFoundError(
+                f"train.init_from={source!r} is not a local folder and could not be loaded from the Hugging Face "
+                f"Hub ({error}); give a local exported folder, or go online / set HF_HUB_OFFLINE=0"
+            ) from error
         raise FileNotFoundError(
             f"train.init_from={source!r} holds no loadable model config ({error}).{_init_from_hint(source)}"
         ) from error

@@ -323,6 +323,13 @@ def test_init_from_folders_that_are_not_exports_explain_themselves(shared, base_
             run_training(run_config(shared, tmp_path / "run", init_from=source))
 
 
+def test_init_from_a_hub_id_offline_fails_clearly(shared, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="is not a local folder and could not be loaded from the Hugging Face"):
+        run_training(run_config(shared, tmp_path, init_from="someone/memmix-tiny-never-published"))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
