@@ -15,6 +15,7 @@ import random
 import re
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from accelerate import Accelerator
@@ -325,6 +326,7 @@ def test_init_from_folders_that_are_not_exports_explain_themselves(shared, base_
 
 def test_init_from_a_hub_id_offline_fails_clearly(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once, at import
     with pytest.raises(FileNotFoundError, match="is not a local folder and could not be loaded from the Hugging Face"):
         run_training(run_config(shared, tmp_path, init_from="someone/memmix-tiny-never-published"))
     assert not (tmp_path / "checkpoints").exists()
