@@ -40,7 +40,10 @@ class MaskedTokenMixing(nn.Module):
 
     Weight layouts (kept at most 3-D where possible so PEFT's ``target_parameters`` can adapt them):
     flat ``(n_ctx, n_ctx)``, headed ``(h, n_ctx, n_ctx)``, flat conv ``(n_ctx, n_ctx, k)``,
-    headed conv ``(h, n_ctx, n_ctx, k)``. The bias is one value per (head and) output token.
+    headed conv ``(h, n_ctx, n_ctx, k)``. Multi-headed mixers have a bias per head and output token. Flat
+    mixers have none: a per-token bias adds the same value to every channel of a position, which every later
+    LayerNorm removes, so it could never learn (its gradient is zero) — AdamW would only turn rounding noise
+    into updates.
     """
 
     def __init__(self, width: int, n_ctx: int, heads: int = 0, kernel_size: int = 1, causal: bool = True):
@@ -53,7 +56,7 @@ class MaskedTokenMixing(nn.Module):
         head_shape = (heads,) if heads else ()
         kernel_shape = (kernel_size,) if kernel_size > 1 else ()
         self.weight = nn.Parameter(torch.empty(*head_shape, n_ctx, n_ctx, *kernel_shape))
-        self.bias = nn.Parameter(torch.zeros(*head_shape, n_ctx))
+        self.bias = nn.Parameter(torch.zeros(heads, n_ctx)) if heads else None
         if heads:
             self.in_proj = nn.Linear(width, width)
             self.out_proj = nn.Linear(width, width)
@@ -64,7 +67,8 @@ class MaskedTokenMixing(nn.Module):
         bound = 1.0 / math.sqrt(self.n_ctx * self.kernel_size)
         with torch.no_grad():
             self.weight.uniform_(-bound, bound)
-            self.bias.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
 
     def masked_weight(self, length: int) -> torch.Tensor:
         """The mixing weight for the first ``length`` positions, with the causal mask applied."""
@@ -94,15 +98,15 @@ class MaskedTokenMixing(nn.Module):
         """Token mixing of ``values`` ``(B, [h,] T, c)`` -> same shape. One matmul or one conv."""
         length = values.shape[-2]
         weight = self.masked_weight(length)
-        bias = self.bias[..., :length]
+        bias = None if self.bias is None else self.bias[:, :length]
         if self.kernel_size == 1:
-            return weight @ values + bias.unsqueeze(-1)
+            return add_token_bias(weight @ values, bias)
         # tokens are channels: (B, [h*]T, c) convolved along the hidden axis, grouped per head
         groups = self.heads or 1
         batch, channels = values.shape[0], values.shape[-1]
         flat_values = values.reshape(batch, groups * length, channels)
         flat_weight = weight.reshape(groups * length, length, self.kernel_size)
-        mixed = F.conv1d(flat_values, flat_weight, bias.reshape(-1), padding="same", groups=groups)
+        mixed = F.conv1d(flat_values, flat_weight, flat_bias(bias), padding="same", groups=groups)
         return mixed.view_as(values)
 
     def forward(self, x: torch.Tensor, history: torch.Tensor | None = None,
@@ -157,13 +161,13 @@ class MaskedTokenMixing(nn.Module):
         row_positions = torch.arange(start, start + new, device=past.device)
         mask = torch.arange(length, device=past.device)[None, :] <= row_positions[:, None]  # (q, t)
         weight = weight * (mask.unsqueeze(-1) if self.kernel_size > 1 else mask)
-        bias = self.bias[..., start : start + new]
+        bias = None if self.bias is None else self.bias[:, start : start + new]
         if self.kernel_size == 1:
-            return weight @ past + bias.unsqueeze(-1)
+            return add_token_bias(weight @ past, bias)
         groups = self.heads or 1
         batch, channels = past.shape[0], past.shape[-1]
         mixed = F.conv1d(past.reshape(batch, groups * length, channels),
-                         weight.reshape(groups * new, length, self.kernel_size), bias.reshape(-1),
+                         weight.reshape(groups * new, length, self.kernel_size), flat_bias(bias),
                          padding="same", groups=groups)
         return mixed.view(*past.shape[:-2], new, channels)
 
@@ -175,20 +179,30 @@ class MaskedTokenMixing(nn.Module):
             bias = self.bias[:, positions].movedim(0, 1)  # (B, h, q)
         else:
             weight = self.weight[positions][:, :, :length]  # (B, q, t[, k])
-            bias = self.bias[positions]  # (B, q)
+            bias = None  # flat mixers have no bias
         mask = torch.arange(length, device=past.device) <= positions[..., None]  # (B, q, t)
         if self.heads:
             mask = mask.unsqueeze(1)
         weight = weight * (mask.unsqueeze(-1) if self.kernel_size > 1 else mask)
         if self.kernel_size == 1:
-            return weight @ past + bias.unsqueeze(-1)
+            return add_token_bias(weight @ past, bias)
         # one group per (batch row, head): each row convolves its own history with its own matrix rows
         groups = past.shape[0] * (self.heads or 1)
         new, channels = positions.shape[1], past.shape[-1]
         mixed = F.conv1d(past.reshape(1, groups * length, channels),
-                         weight.reshape(groups * new, length, self.kernel_size), bias.reshape(-1),
+                         weight.reshape(groups * new, length, self.kernel_size), flat_bias(bias),
                          padding="same", groups=groups)
         return mixed.view(*past.shape[:-2], new, channels)
+
+
+def add_token_bias(mixed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Add a per-(head and) output-token bias ``(..., q)`` to mixed values ``(..., q, c)``."""
+    return mixed if bias is None else mixed + bias.unsqueeze(-1)
+
+
+def flat_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The bias in the layout of a grouped conv with tokens as channels."""
+    return None if bias is None else bias.reshape(-1)
 
 
 class FeedForward(nn.Module):

@@ -121,7 +121,8 @@ class MemmixPreTrainedModel(PreTrainedModel):
             # seed's Conv1d default scale instead.
             bound = 1.0 / math.sqrt(module.n_ctx * module.kernel_size)
             init.uniform_(module.weight, -bound, bound)
-            init.uniform_(module.bias, -bound, bound)
+            if module.bias is not None:
+                init.uniform_(module.bias, -bound, bound)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save, with an ``auto_map`` naming every Auto class of this family (see CONVENTIONS.md item 1)."""
