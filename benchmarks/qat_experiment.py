@@ -8,7 +8,7 @@ every format (fp32, bf16, fp16, e4m3, e5m2, int8, int4) and prints / writes the 
 
 Run on a CPU (a few minutes per model on 2 cores)::
 
-    python benchmarks/qat_experiment.py                       # seeds 0 1 2, 400 steps, writes RESULTS_qat.md
+    python benchmarks/qat_experiment.py                       # seeds 0-4, 800 steps, writes RESULTS_qat.md
     python benchmarks/qat_experiment.py --seeds 0 --steps 150 --out ''   # quick look, no file
     python benchmarks/qat_experiment.py --noise_position pre_bottleneck  # the seed's variant
 
@@ -43,7 +43,7 @@ DEFAULT_WORK_DIR = Path("runs/qat_experiment")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one QAT run per format, each compared with the same plain run")
     parser.add_argument("--noise_position", default="embedding", choices=("embedding", "pre_bottleneck"))
     parser.add_argument("--eval_windows", type=int, default=512, help="held-out windows scored per format")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="1 is fastest on a shared machine (2 threads on busy cores run 40x slower)")
     parser.add_argument("--work_dir", default=str(DEFAULT_WORK_DIR), help="tokenizer and window cache")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="Markdown results file ('' = print only)")
     return parser
@@ -156,7 +157,7 @@ def render_results(args: argparse.Namespace, per_seed: dict[int, dict], vocab_si
             labels = ("no QAT", f"QAT {fmt}")
             lines += [f"## Seed {seed}: no QAT vs QAT {fmt}", "",
                       render_qat_table(results[labels[0]], results[labels[1]], labels), ""]
-            summary += [(f"seed {seed}", results[labels[0]], results[labels[1]], stored)
+            summary += [(f"seed {seed}, QAT {fmt}", results[labels[0]], results[labels[1]], stored)
                         for stored in dict.fromkeys([fmt, "int8"])]
     lines += ["## Summary over seeds", "",
               "Gap = reconstruction CE with the embedding stored in that format minus CE with the fp32 embedding "
