@@ -71,8 +71,11 @@ def train_tokenizer(
         show_progress=False,
     )
     backend.train_from_iterator(_batches(documents, _TRAIN_BATCH_DOCUMENTS), trainer=trainer)
+    # left padding: batched prompts of different lengths end at the same column, which is what generate()
+    # expects (the mixers then run each row at its own absolute positions from 0)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT, pad_token=END_OF_TEXT
+        tokenizer_object=backend, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT, pad_token=END_OF_TEXT,
+        padding_side="left",
     )
     if save_dir is not None:
         tokenizer.save_pretrained(save_dir)
