@@ -16,9 +16,8 @@ from .mixer_layers import build_stack
 from .modeling_common import (
     MemmixAutoencoderOutput,
     MemmixPreTrainedModel,
+    attach_loss,
     check_input_ids,
-    check_labels,
-    token_cross_entropy,
 )
 from .quantization import QuantizationNoise, QuantizedEmbedding, quantize_embedding, round_trip
 
@@ -135,12 +134,7 @@ class MixerAutoencoder(MemmixPreTrainedModel):
         stored_format = embedding_format or self.config.embedding_quantization
         logits = self.decode(embedding if stored_format is None else round_trip(embedding, stored_format))
         output = MemmixAutoencoderOutput(logits=logits, embedding=embedding)
-        if labels is not None:
-            check_labels(labels, input_ids, self.config.vocab_size)
-            loss = token_cross_entropy(logits, labels, shift=False)
-            output.loss, output.loss_sum, output.num_tokens = loss.mean, loss.total, loss.count
-            output.token_losses = loss.per_token
-        return output
+        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=False)
 
 
 MixerAutoencoderConfig.register_for_auto_class()

@@ -74,6 +74,19 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, shift: bool)
     return TokenLoss(mean=total / count.clamp(min=1), total=total, count=count, per_token=per_token)
 
 
+def attach_loss(output, logits: torch.Tensor, labels: torch.Tensor | None, input_ids: torch.Tensor | None,
+                vocab_size: int, shift: bool):
+    """Fill ``loss``, ``loss_sum``, ``num_tokens`` and ``token_losses`` of ``output`` when labels are given."""
+    if labels is None:
+        return output
+    if input_ids is not None:
+        check_labels(labels, input_ids, vocab_size)
+    loss = token_cross_entropy(logits, labels, shift=shift)
+    output.loss, output.loss_sum, output.num_tokens = loss.mean, loss.total, loss.count
+    output.token_losses = loss.per_token
+    return output
+
+
 def check_input_ids(input_ids: torch.Tensor, vocab_size: int, max_length: int, what: str = "input_ids") -> None:
     """Raise ``ValueError`` for empty input, a wrong shape, ids outside the vocabulary or too many tokens."""
     if not isinstance(input_ids, torch.Tensor):

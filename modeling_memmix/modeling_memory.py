@@ -46,9 +46,8 @@ from .modeling_autoencoder import TextEncoder
 from .modeling_common import (
     MemmixLMOutput,
     MemmixPreTrainedModel,
+    attach_loss,
     check_input_ids,
-    check_labels,
-    token_cross_entropy,
 )
 from .quantization import QuantizedEmbedding, quantize_embedding, round_trip
 
@@ -274,12 +273,7 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         output = MemmixLMOutput(logits=logits)
-        if labels is not None:
-            check_labels(labels, input_ids, self.config.vocab_size)
-            loss = token_cross_entropy(logits, labels, shift=True)
-            output.loss, output.loss_sum, output.num_tokens = loss.mean, loss.total, loss.count
-            output.token_losses = loss.per_token
-        return output
+        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True)
 
     def cached_forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
                        cache: MemmixCache | None, logits_to_keep: int, sliding_window: bool) -> MemmixLMOutput:

@@ -30,9 +30,8 @@ from .mixer_layers import build_stack
 from .modeling_common import (
     MemmixLMOutput,
     MemmixPreTrainedModel,
+    attach_loss,
     check_input_ids,
-    check_labels,
-    token_cross_entropy,
 )
 
 MIXER_AUTO_MAP = {
@@ -130,12 +129,7 @@ class MixerForCausalLM(MixerPreTrainedModel, MemmixGenerationMixin, GenerationMi
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         output = MemmixLMOutput(logits=logits, cache=getattr(outputs, "cache", None))
-        if labels is not None:
-            if input_ids is not None:
-                check_labels(labels, input_ids, self.config.vocab_size)
-            loss = token_cross_entropy(logits, labels, shift=True)
-            output.loss, output.loss_sum, output.num_tokens = loss.mean, loss.total, loss.count
-            output.token_losses = loss.per_token
+        attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True)
         return output
 
 
