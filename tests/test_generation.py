@@ -361,9 +361,8 @@ def test_pipeline_from_saved_folder_without_memmix_installed(tmp_path):
             out = model.generate(ids, max_new_tokens=6, do_sample=False)
         expected.append(prompt + tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     script = textwrap.dedent(f"""
-        import importlib.util, json, sys
-        sys.path = [p for p in sys.path if not p.startswith("/work/main") or "site-packages" in p]
-        assert importlib.util.find_spec("modeling_memmix") is None, "modeling_memmix must not be importable"
+        import json, sys
+        sys.modules["modeling_memmix"] = None  # even where memmix is installed, only the remote code may run
         from transformers import pipeline
         generator = pipeline("text-generation", model={str(folder)!r}, trust_remote_code=True)
         assert type(generator.model).__module__.startswith("transformers_modules"), type(generator.model)
