@@ -15,6 +15,7 @@ import textwrap
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from variants import MIXER_VARIANTS, TINY, change_after, random_ids
 
 from memmix_peft import (
     count_trainable_parameters,
@@ -32,32 +33,11 @@ from modeling_memmix import (
     MixerForCausalLM,
 )
 
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, n_ctx=16)
-MIXERS = {
-    "flat": dict(),
-    "heads": dict(mixer_heads=4),
-    "kernel3": dict(mixer_kernel_size=3),
-    "heads_kernel3": dict(mixer_heads=4, mixer_kernel_size=3),
-    "transformer": dict(block_type="transformer"),
-}
 # mixing weights are adaptable (and recommended with adapt_mixing=True) only for kernel size 1 mixer stacks
 ADAPTS_MIXING = {"flat": True, "heads": True, "kernel3": False, "heads_kernel3": False, "transformer": False}
 
 
 # ----- helpers ------------------------------------------------------------------------------------------------
-
-
-def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(
-        0, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed)
-    )
-
-
-def change_after(ids: torch.Tensor, t: int) -> torch.Tensor:
-    """Same tokens up to position t, different tokens after it."""
-    changed = ids.clone()
-    changed[:, t + 1 :] = (ids[:, t + 1 :] + 1 + torch.arange(ids.shape[1] - t - 1)) % TINY["vocab_size"]
-    return changed
 
 
 def randomize_adapters(model: torch.nn.Module, name_pattern: str = r"lora_[AB]\.", seed: int = 1) -> int:
@@ -115,10 +95,10 @@ def adapted(model, config: LoraConfig, seed: int = 1) -> PeftModel:
 # ----- 1. causality with random nonzero adapters, before and after merging ---------------------------------------
 
 
-@pytest.mark.parametrize("variant", sorted(MIXERS))
+@pytest.mark.parametrize("variant", sorted(MIXER_VARIANTS))
 def test_lora_causal_lm_stays_causal_before_and_after_merge(variant):
     torch.manual_seed(0)
-    model = MixerForCausalLM(MixerConfig(**TINY, **MIXERS[variant])).eval()
+    model = MixerForCausalLM(MixerConfig(**TINY, **MIXER_VARIANTS[variant])).eval()
     adapt_mixing = ADAPTS_MIXING[variant]
     before = mixing_weights(model)
     peft_model = adapted(model, recommended_lora_config(model, rank=4, adapt_mixing=adapt_mixing))
@@ -201,7 +181,7 @@ def test_lora_memory_model_stays_causal(settings):
 @pytest.mark.parametrize("variant", ["flat", "heads"])
 def test_mixing_adapter_changes_outputs_and_trains(variant):
     torch.manual_seed(0)
-    model = MixerForCausalLM(MixerConfig(**TINY, **MIXERS[variant])).eval()
+    model = MixerForCausalLM(MixerConfig(**TINY, **MIXER_VARIANTS[variant])).eval()
     peft_model = get_peft_model(model, recommended_lora_config(model, rank=4, adapt_mixing=True))
     ids = random_ids(2, TINY["n_ctx"])
     # default init (lora_B = 0): identical outputs, but the mixing adapter receives gradients
@@ -225,7 +205,7 @@ def test_cached_generation_uses_the_mixing_adapter(variant):
     if variant == "memory":  # generation crosses a chunk boundary, so a memory is written and read
         model = MemoryMixerForCausalLM(MemoryMixerConfig(**TINY, max_memories=2)).eval()
     else:
-        model = MixerForCausalLM(MixerConfig(**TINY, **MIXERS[variant])).eval()
+        model = MixerForCausalLM(MixerConfig(**TINY, **MIXER_VARIANTS[variant])).eval()
     peft_model = adapted(model, recommended_lora_config(model, rank=4, adapt_mixing=True))
     prompt = random_ids(2, 12, seed=4)
     settings = dict(max_new_tokens=4 if variant != "memory" else 12, do_sample=False)

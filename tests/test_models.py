@@ -20,8 +20,10 @@ from variants import (
     MIXER_VARIANTS,
     TINY,
     autoencoder_config,
+    change_after,
     memory_config,
     mixer_config,
+    random_ids,
 )
 
 from modeling_memmix import (
@@ -35,17 +37,6 @@ from modeling_memmix import (
 from modeling_memmix.mixer_layers import MaskedTokenMixing
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def change_after(ids: torch.Tensor, t: int) -> torch.Tensor:
-    """Same tokens up to position t, different tokens after it."""
-    changed = ids.clone()
-    changed[:, t + 1 :] = (ids[:, t + 1 :] + 1 + torch.arange(ids.shape[1] - t - 1)) % TINY["vocab_size"]
-    return changed
 
 
 def assert_prefix_unchanged(outputs_a: torch.Tensor, outputs_b: torch.Tensor, t: int) -> None:

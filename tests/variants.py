@@ -1,10 +1,12 @@
-"""Tiny configurations of every architecture variant, shared by the test files.
+"""Tiny configurations of every architecture variant and input helpers, shared by the test files.
 
 Each entry is ``(name, config_factory)``; the factories build models small enough for 2 CPU cores
 (hidden 32, 2 layers, vocabulary 100, n_ctx 16).
 """
 
 from __future__ import annotations
+
+import torch
 
 from modeling_memmix import MemoryMixerConfig, MixerAutoencoderConfig, MixerConfig
 
@@ -58,3 +60,15 @@ def autoencoder_config(name: str, **extra) -> MixerAutoencoderConfig:
 
 def memory_config(name: str, **extra) -> MemoryMixerConfig:
     return MemoryMixerConfig(**TINY, **MEMORY_VARIANTS[name], **extra)
+
+
+def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Reproducible token ids of the tiny vocabulary."""
+    return torch.randint(0, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def change_after(ids: torch.Tensor, t: int) -> torch.Tensor:
+    """Same tokens up to position t, different tokens after it."""
+    changed = ids.clone()
+    changed[:, t + 1 :] = (ids[:, t + 1 :] + 1 + torch.arange(ids.shape[1] - t - 1)) % TINY["vocab_size"]
+    return changed
