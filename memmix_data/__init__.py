@@ -7,7 +7,14 @@ Typical use::
     train = load_or_build_windows("builtin", tokenizer, window=512, split="train", cache_dir="runs/cache")
 """
 
-from .corpus import HubUnreachableError, builtin_documents, builtin_fingerprint, check_utf8, load_documents
+from .corpus import (
+    HubUnreachableError,
+    builtin_documents,
+    builtin_fingerprint,
+    check_local_files,
+    check_utf8,
+    load_documents,
+)
 from .packing import (
     PackedWindows,
     corpus_fingerprint,
@@ -31,6 +38,7 @@ __all__ = [
     "PackedWindows",
     "builtin_documents",
     "builtin_fingerprint",
+    "check_local_files",
     "check_utf8",
     "corpus_fingerprint",
     "load_documents",

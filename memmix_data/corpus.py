@@ -5,10 +5,19 @@ local Python installation, so tests and first runs need no download. Everything 
 `datasets.load_dataset`:
 
 - `*.txt` files (paths or globs): one document per blank-line-separated paragraph block
-  (`datasets` text loader with `sample_by="paragraph"`). Each file is first checked with strict
-  UTF-8 decoding so a bad byte is reported with its file and offset.
-- `*.json` / `*.jsonl` files: one document per record, text taken from `text_column`.
+  (`datasets` text loader with `sample_by="paragraph"`).
+- `*.json` / `*.jsonl` files: one document per record, text taken from `text_column`. A file is
+  either JSON lines (one object per line; blank lines are skipped) or one top-level array of
+  objects (a `.json` file may also hold one pretty-printed object).
 - `*.parquet` files: one document per row, text taken from `text_column`.
+
+Every local file is checked before `datasets` reads it (`check_local_files`), so bad input stops with
+a ValueError that names the file and the problem instead of a `DatasetGenerationError` traceback:
+invalid UTF-8 (with the byte offset), a line that is not JSON (with its line number), a record that is
+not an object, lacks `text_column` or holds a non-string text (with its line or record number), a
+parquet file that cannot be read or lacks the column, and a spec whose files hold no text at all
+(empty files, only blank lines, no records, no rows). A record whose text is null or empty is an empty
+document and is skipped, as are empty files next to non-empty ones in a glob.
 - anything else is a Hub dataset id, optionally with a config name after a colon:
   `"HuggingFaceFW/fineweb-edu:sample-10BT"` means `load_dataset("HuggingFaceFW/fineweb-edu",
   "sample-10BT", split=split, streaming=streaming)`.
@@ -25,6 +34,7 @@ import glob
 import hashlib
 import inspect
 import itertools
+import json
 import os
 import sysconfig
 from collections.abc import Iterable, Iterator
@@ -127,18 +137,23 @@ def builtin_fingerprint() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_utf8(path: str | os.PathLike) -> None:
-    """Raise ValueError naming the file and byte offset of the first byte that is not valid UTF-8."""
+def _scan_utf8(path: str | os.PathLike) -> bool:
+    """Strict UTF-8 check of a whole file; True when it holds any non-whitespace character.
+
+    Raises ValueError naming the file and the byte offset of the first byte that is not valid UTF-8.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     offset = 0
-    with open(path, "rb") as handle:
+    has_text = False
+    with _open_for_check(path) as handle:
         while chunk := handle.read(_UTF8_CHECK_CHUNK_BYTES):
             pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
             try:
-                decoder.decode(chunk)
+                text = decoder.decode(chunk)
             except UnicodeDecodeError as err:
                 bad = offset - pending + err.start
                 raise ValueError(f"{path} is not valid UTF-8: undecodable byte at offset {bad}") from err
+            has_text = has_text or bool(text.strip())
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)
@@ -147,6 +162,171 @@ def check_utf8(path: str | os.PathLike) -> None:
             raise ValueError(
                 f"{path} is not valid UTF-8: truncated character at offset {offset - pending}"
             ) from err
+    return has_text
+
+
+def check_utf8(path: str | os.PathLike) -> None:
+    """Raise ValueError naming the file and byte offset of the first byte that is not valid UTF-8."""
+    _scan_utf8(path)
+
+
+def _open_for_check(path: str | os.PathLike, encoding: str | None = None):
+    """`open` for reading, with an OSError (permissions, a folder, ...) turned into a ValueError naming the file."""
+    try:
+        return open(path, "rb") if encoding is None else open(path, encoding=encoding)
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read: {err.strerror or err}") from err
+
+
+def _check_text_file(path: str, text_column: str) -> tuple[int, str]:
+    """(1, "") when a .txt file holds text, (0, why not) when it is empty or only whitespace."""
+    if not _scan_utf8(path):
+        return 0, "is empty (0 bytes)" if os.path.getsize(path) == 0 else "holds only blank lines"
+    return 1, ""
+
+
+_JSON_TYPE_NAMES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+}
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _check_record(record, where: str, text_column: str) -> None:
+    """A JSON record must be an object whose `text_column` is a string (or null: an empty document)."""
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"{where} holds a JSON {_json_type(record)}, not an object with a {text_column!r} field"
+        )
+    if text_column not in record:
+        raise ValueError(
+            f"{where} has no field {text_column!r} (its fields: {sorted(record)}); name the field that holds "
+            "the text with text_column (train: data.text_column, report: --text_column)"
+        )
+    text = record[text_column]
+    if text is not None and not isinstance(text, str):
+        raise ValueError(
+            f"{where}: field {text_column!r} holds a JSON {_json_type(text)} ({json.dumps(text)[:40]}), not a string"
+        )
+
+
+def _first_non_space(path: str) -> str:
+    """The first non-whitespace character of a UTF-8 file (a leading byte-order mark skipped), or ""."""
+    with _open_for_check(path, encoding="utf-8-sig") as handle:
+        while chunk := handle.read(1 << 16):
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[0]
+    return ""
+
+
+def _json_error(where: str, err: json.JSONDecodeError) -> ValueError:
+    return ValueError(f"{where} is not valid JSON: {err.msg} (column {err.colno})")
+
+
+def _check_json_array(path: str, text_column: str) -> int:
+    """A file holding one JSON value (a top-level array of records, or one object); returns the records."""
+    with _open_for_check(path, encoding="utf-8-sig") as handle:
+        text = handle.read()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _json_error(f"{path} line {err.lineno}", err) from err
+    records = value if isinstance(value, list) else [value]
+    for number, record in enumerate(records, start=1):
+        _check_record(record, f"{path} record {number}", text_column)
+    return len(records)
+
+
+def _check_json_file(path: str, text_column: str) -> tuple[int, str]:
+    """(number of records, why there are none) of a JSON / JSON-lines file; ValueError at the first bad line."""
+    check_utf8(path)
+    first = _first_non_space(path)
+    if first == "":
+        return 0, "is empty (0 bytes)" if os.path.getsize(path) == 0 else "holds only blank lines"
+    if first == "[":
+        count = _check_json_array(path, text_column)
+        return count, "holds an empty JSON array" if count == 0 else ""
+    count = 0
+    with _open_for_check(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                if Path(path).suffix.lower() == ".json" and count == 0:
+                    # not JSON lines: a .json file may hold one pretty-printed object over many lines
+                    return _check_json_array(path, text_column), ""
+                raise _json_error(f"{path} line {number}", err) from err
+            _check_record(record, f"{path} line {number}", text_column)
+            count += 1
+    return count, ""
+
+
+def _check_parquet_file(path: str, text_column: str) -> tuple[int, str]:
+    """(number of rows, why there are none) of a parquet file; ValueError when it cannot be read or lacks
+    a text column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{path} is not a readable parquet file: {err}") from err
+    schema = parquet.schema_arrow
+    if text_column not in schema.names:
+        raise ValueError(f"{path} has no column {text_column!r}; available columns: {schema.names}")
+    column_type = schema.field(text_column).type
+    text_types = (pa.types.is_string, pa.types.is_large_string, pa.types.is_null)
+    if hasattr(pa.types, "is_string_view"):
+        text_types += (pa.types.is_string_view,)
+    if not any(is_type(column_type) for is_type in text_types):
+        raise ValueError(f"{path}: column {text_column!r} holds {column_type} values, not text")
+    rows = parquet.metadata.num_rows
+    return rows, "holds no rows" if rows == 0 else ""
+
+
+_FILE_CHECKS = {"text": _check_text_file, "json": _check_json_file, "parquet": _check_parquet_file}
+
+
+def check_local_files(
+    files: list[str], loader: str, text_column: str = "text", spec: str | None = None
+) -> None:
+    """Check local corpus files before `datasets` reads them; ValueError naming the file and the problem.
+
+    `loader` is "text", "json" or "parquet" (see the module docstring for what each check covers).
+    Files without any document are allowed next to files with documents; when no file of the spec
+    holds a document the error names them.
+    """
+    if loader not in _FILE_CHECKS:
+        raise ValueError(f"loader must be one of {sorted(_FILE_CHECKS)}, got {loader!r}")
+    results = [(path, *_FILE_CHECKS[loader](path, text_column)) for path in files]
+    if any(count for _, count, _ in results):
+        return
+    if len(results) == 1:
+        path, _, why = results[0]
+        raise ValueError(f"Empty corpus: {path} {why}, no documents to read")
+    listed = "; ".join(f"{path} {why}" for path, _, why in results[:3])
+    more = f"; and {len(results) - 3} more" if len(results) > 3 else ""
+    raise ValueError(
+        f"Empty corpus: none of the {len(results)} files of {spec or files!r} holds a document: {listed}{more}"
+    )
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    seen = {id(err)}
+    while (err.__cause__ or err.__context__) is not None and id(err.__cause__ or err.__context__) not in seen:
+        err = err.__cause__ or err.__context__
+        seen.add(id(err))
+    return err
 
 
 def _looks_like_local_spec(spec: str) -> bool:
@@ -176,17 +356,20 @@ def _loader_for(files: list[str]) -> str:
     return loaders.pop()
 
 
-def _load_local(spec: str, streaming: bool):
+def _load_local(spec: str, text_column: str, streaming: bool):
     import datasets
 
     files = _resolve_local_files(spec)
     loader = _loader_for(files)
-    options = {}
-    if loader == "text":
-        for path in files:
-            check_utf8(path)
-        options = {"sample_by": "paragraph"}
-    return datasets.load_dataset(loader, data_files=files, split="train", streaming=streaming, **options)
+    check_local_files(files, loader, text_column, spec)
+    options = {"sample_by": "paragraph"} if loader == "text" else {}
+    try:
+        return datasets.load_dataset(loader, data_files=files, split="train", streaming=streaming, **options)
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as err:
+        # the checks above should have caught it; still never let a bare "error while generating" through
+        cause = _root_cause(err)
+        names = files[0] if len(files) == 1 else f"the {len(files)} files of {spec!r}"
+        raise ValueError(f"Cannot read {names}: {type(cause).__name__}: {cause}") from err
 
 
 def _hub_offline() -> bool:
@@ -258,7 +441,7 @@ def _documents_of_spec(spec: str, text_column: str, split: str, streaming: bool)
     if spec == BUILTIN_SPEC:
         return iter(builtin_documents())
     if _looks_like_local_spec(spec):
-        return _texts_of(_load_local(spec, streaming), spec, text_column)
+        return _texts_of(_load_local(spec, text_column, streaming), spec, text_column)
     return _texts_of(_load_hub(spec, split, streaming), spec, text_column)
 
 
@@ -272,8 +455,9 @@ def load_documents(
     """Documents (non-empty strings) of a corpus spec; see the module docstring for the spec syntax.
 
     Returns a list, or a lazy iterator when `streaming=True`. `split` is the Hub dataset split.
-    Raises FileNotFoundError for missing files, ValueError for an empty corpus, invalid UTF-8 in a
-    .txt file or a missing text column, HubUnreachableError when a Hub id is given offline.
+    Raises FileNotFoundError for missing files or a glob that matches none, ValueError for an empty
+    corpus or a bad local file (see `check_local_files`: the message names the file, and the line of a
+    bad JSON line) or a missing text column, HubUnreachableError when a Hub id is given offline.
     """
     if max_documents is not None and max_documents < 1:
         raise ValueError(f"max_documents must be at least 1 or None, got {max_documents}")

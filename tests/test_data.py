@@ -120,6 +120,181 @@ def test_hub_id_offline_gives_clear_error(monkeypatch):
     assert isinstance(info.value, ConnectionError)
 
 
+# --- bad local files: one clear ValueError naming the file (and the line), never a datasets traceback --
+
+
+def _write(path, content: str | bytes):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return str(path)
+
+
+BAD_TEXT_FILES = {
+    "empty.txt": ("", r"empty\.txt is empty \(0 bytes\)"),
+    "blank_lines.txt": ("\n\n  \n\t\n", r"blank_lines\.txt holds only blank lines"),
+    "empty.jsonl": ("", r"empty\.jsonl is empty \(0 bytes\)"),
+    "blank.jsonl": ("\n  \n", r"blank\.jsonl holds only blank lines"),
+    "empty.json": ("", r"empty\.json is empty"),
+    "empty_array.json": ("[]", r"empty_array\.json holds an empty JSON array"),
+    "broken.jsonl": (
+        '{"text": "a"}\n{"text": "b"}\n{"text": "c"\n{"text": "d"}\n',
+        r"broken\.jsonl line 3 is not valid JSON: Expecting ',' delimiter \(column 13\)",
+    ),
+    "broken_after_blank.jsonl": (
+        '{"text": "a"}\n\n\n{"text": \n',
+        r"broken_after_blank\.jsonl line 4 is not valid JSON",
+    ),
+    "missing_field.jsonl": (
+        '{"text": "a"}\n{"body": "b", "id": 2}\n',
+        r"missing_field\.jsonl line 2 has no field 'text' \(its fields: \['body', 'id'\]\).*text_column",
+    ),
+    "number_text.jsonl": (
+        '{"text": "a"}\n{"text": 5}\n',
+        r"number_text\.jsonl line 2: field 'text' holds a JSON number \(5\)",
+    ),
+    "list_text.json": (
+        '[{"text": "a"}, {"text": ["b"]}]',
+        r"list_text\.json record 2: field 'text' holds a JSON array",
+    ),
+    "not_object.jsonl": (
+        '{"text": "a"}\n"just a string"\n',
+        r"not_object\.jsonl line 2 holds a JSON string, not an object",
+    ),
+    "broken_array.json": (
+        '[\n  {"text": "a"},\n  {"text": "b",}\n]',
+        r"broken_array\.json line 3 is not valid JSON",
+    ),
+    "bad_utf8.jsonl": (
+        b'{"text": "a"}\n{"text": "\xff"}\n',
+        r"bad_utf8\.jsonl is not valid UTF-8: undecodable byte at offset 24",
+    ),
+    "not_really.parquet": ("this is not parquet", r"not_really\.parquet is not a readable parquet file"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TEXT_FILES))
+def test_bad_local_file_names_the_file_and_the_problem(tmp_path, name):
+    content, pattern = BAD_TEXT_FILES[name]
+    path = _write(tmp_path / name, content)
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_documents(path)
+    assert str(tmp_path) in str(info.value)  # the full path, not just the spec's pattern
+    assert "\n" not in str(info.value)  # one line
+
+
+def test_streaming_checks_the_files_up_front(tmp_path):
+    path = _write(tmp_path / "broken.jsonl", '{"text": "a"}\n{"text": \n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl line 2 is not valid JSON"):
+        load_documents(path, streaming=True)
+
+
+def test_parquet_without_rows_or_with_a_non_text_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), empty)
+    with pytest.raises(ValueError, match=r"empty\.parquet holds no rows"):
+        load_documents(str(empty))
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"text": [1, 2], "body": ["x", "y"]}), numbers)
+    with pytest.raises(ValueError, match=r"numbers\.parquet: column 'text' holds int64 values, not text"):
+        load_documents(str(numbers))
+    assert load_documents(str(numbers), text_column="body") == ["x", "y"]
+
+
+def test_json_forms_that_stay_valid(tmp_path):
+    """JSON lines with blank lines, a top-level array, one pretty-printed object, null text (an empty document)."""
+    assert load_documents(
+        _write(tmp_path / "a.jsonl", '{"text": "a"}\n\n{"text": null}\n{"text": "b"}\n')
+    ) == ["a", "b"]
+    assert load_documents(_write(tmp_path / "b.json", '[{"text": "c"}, {"text": "d"}]')) == ["c", "d"]
+    assert load_documents(_write(tmp_path / "c.json", '{\n  "text": "e"\n}\n')) == ["e"]
+    assert load_documents(_write(tmp_path / "d.jsonl", '\ufeff{"text": "f"}\n')) == ["f"]  # byte-order mark
+
+
+def test_empty_files_next_to_documents_in_a_glob_are_fine_but_all_empty_is_an_error(tmp_path):
+    _write(tmp_path / "a.txt", "")
+    _write(tmp_path / "b.txt", "one paragraph\n")
+    assert load_documents(str(tmp_path / "*.txt")) == ["one paragraph\n"]
+    _write(tmp_path / "b.txt", "\n\n")
+    with pytest.raises(
+        ValueError,
+        match=r"Empty corpus: none of the 2 files of .*\*\.txt.*a\.txt is empty.*b\.txt holds only blank",
+    ):
+        load_documents(str(tmp_path / "*.txt"))
+
+
+def test_glob_that_matches_only_folders(tmp_path):
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"No files match the pattern .*\*\.jsonl"):
+        load_documents(str(tmp_path / "*.jsonl"))
+
+
+def _single_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def test_train_cli_stops_with_one_line_on_a_broken_jsonl(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    broken = _write(tmp_path / "broken.jsonl", '{"text": "a"}\n{"text": "b"\n')
+    command = [
+        sys.executable,
+        "train_accelerate.py",
+        "--preset",
+        "configuration/mixer_tiny.json",
+        "--set",
+        f"data.corpus={broken}",
+        "--set",
+        f"train.output_dir={tmp_path / 'run'}",
+    ]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    line = _single_error_line(result.stderr)
+    assert broken in line and "line 2 is not valid JSON" in line
+
+
+def test_report_cli_stops_with_one_line_on_bad_data(tmp_path, tokenizer, capsys):
+    from evaluation.report import main
+    from modeling_memmix import MixerConfig, MixerForCausalLM
+
+    model = MixerForCausalLM(
+        MixerConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, n_ctx=8)
+    )
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    cases = {
+        _write(tmp_path / "empty.txt", ""): "is empty (0 bytes)",
+        _write(tmp_path / "broken.jsonl", '{"text": "a"}\n{"text" "b"}\n'): "line 2 is not valid JSON",
+        str(tmp_path / "nothing*.jsonl"): "No files match the pattern",
+    }
+    for data, problem in cases.items():
+        capsys.readouterr()
+        code = main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "out"),
+                "--no_progress",
+            ]
+        )
+        line = _single_error_line(capsys.readouterr().err)
+        assert code == 2 and data in line and problem in line, line
+
+
 # --- tokenizer -------------------------------------------------------------------------------
 
 
