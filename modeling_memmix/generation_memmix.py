@@ -48,25 +48,54 @@ def sliding_keep(n_ctx: int) -> int:
 # ----- padding -----------------------------------------------------------------------------------------------
 
 
-def leading_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor | None:
-    """Number of leading zeros of each mask row ``(B,)``, or ``None`` without a mask or without left padding.
-
-    Zeros after the first one (right padding) are ignored: a causal model never reads later positions.
-    """
-    if attention_mask is None:
-        return None
+def check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
+    """The mask must be ``(B, T)`` like the input and each row one run of ones: left padding, right padding or
+    both (``0 0 1 1 1 0``). A zero between two tokens would mean skipping a position, which a model with
+    absolute positions cannot do, so it raises instead of being silently read as a token."""
     if attention_mask.shape != input_ids.shape[:2]:
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} differs from the input's "
             f"{tuple(input_ids.shape[:2])}"
         )
-    pads = (attention_mask.long().cumsum(1) == 0).sum(1)
-    if not bool(pads.any()):
+    valid = attention_mask.bool()
+    leading = (valid.long().cumsum(1) == 0).sum(1)
+    trailing = (valid.flip(1).long().cumsum(1) == 0).sum(1)
+    gaps = (leading + valid.sum(1) + trailing != valid.shape[1]) & valid.any(1)
+    if bool(gaps.any()):
+        row = int(gaps.nonzero()[0])
+        raise ValueError(
+            f"attention_mask row {row} has zeros between tokens ({attention_mask[row].tolist()}); only left or "
+            "right padding is supported (each row: zeros, then its tokens, then zeros)"
+        )
+
+
+def leading_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor | None:
+    """Number of leading zeros of each mask row ``(B,)``, or ``None`` without a mask or without left padding.
+
+    Trailing zeros (right padding) need no shift: a causal model never reads later positions.
+    """
+    if attention_mask is None:
         return None
+    check_attention_mask(attention_mask, input_ids)
+    pads = (attention_mask.long().cumsum(1) == 0).sum(1)
     if bool((pads == attention_mask.shape[1]).any()):
         row = int((pads == attention_mask.shape[1]).nonzero()[0])
         raise ValueError(f"attention_mask row {row} is all zeros: that row has no token to read")
+    if not bool(pads.any()):
+        return None
     return pads
+
+
+def zero_padding_positions(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Hidden states ``(B, T, d)`` with every padding position (mask 0) set to zero.
+
+    A padding position has no token of its own, so it gets no state: without this, the position just before
+    a left-padded row's first token would hold a state computed after the whole row (its logits would
+    depend on later tokens). Zero states give zero logits (a uniform prediction) there.
+    """
+    if attention_mask is None:
+        return hidden
+    return hidden * attention_mask[..., None].to(hidden.dtype)
 
 
 def generation_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
@@ -567,4 +596,4 @@ class MemmixGenerationMixin:
 
 
 __all__ = ["MemmixCache", "MemmixGenerationMixin", "mixer_cached_hidden", "memory_cached_hidden", "leading_padding",
-           "shift_rows_left", "shift_rows_right", "sliding_keep"]
+           "shift_rows_left", "shift_rows_right", "sliding_keep", "zero_padding_positions"]

@@ -127,14 +127,37 @@ class MixerAutoencoder(MemmixPreTrainedModel):
         return self.lm_head(self.norm(hidden))
 
     def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None,
-                embedding_format: str | None = None, **kwargs) -> MemmixAutoencoderOutput:
+                embedding_format: str | None = None, attention_mask: torch.Tensor | None = None,
+                num_items_in_batch: int | torch.Tensor | None = None, **kwargs) -> MemmixAutoencoderOutput:
         """Encode, decode, and score the reconstruction. The decoder reads the embedding stored in
-        ``embedding_format`` (default ``config.embedding_quantization``; ``None`` = float)."""
+        ``embedding_format`` (default ``config.embedding_quantization``; ``None`` = float); in training the
+        storage round trip passes gradients straight through to the encoder.
+
+        The autoencoder embeds whole windows: an ``attention_mask`` (what a collator adds) must be all ones,
+        since padding would be read into the embedding. ``num_items_in_batch`` (transformers' Trainer)
+        divides the summed loss by that count instead of taking this batch's mean."""
+        self._check_no_padding(attention_mask, input_ids)
         embedding = self.encode(input_ids)
         stored_format = embedding_format or self.config.embedding_quantization
         logits = self.decode(embedding if stored_format is None else round_trip(embedding, stored_format))
         output = MemmixAutoencoderOutput(logits=logits, embedding=embedding)
-        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=False)
+        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=False,
+                           num_items_in_batch=num_items_in_batch)
+
+    @staticmethod
+    def _check_no_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> None:
+        if attention_mask is None:
+            return
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
+                f"{tuple(input_ids.shape)}"
+            )
+        if not bool(attention_mask.bool().all()):
+            raise ValueError(
+                "the autoencoder embeds whole windows of n_ctx tokens, but attention_mask marks padding; "
+                "padding would be read into the embedding. Pack text into full windows instead"
+            )
 
 
 MixerAutoencoderConfig.register_for_auto_class()

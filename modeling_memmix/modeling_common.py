@@ -57,13 +57,22 @@ class TokenLoss:
     per_token: torch.Tensor
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> TokenLoss:
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, shift: bool,
+                        attention_mask: torch.Tensor | None = None) -> TokenLoss:
     """Token cross-entropy in nats with ``-100`` ignored.
 
     ``shift=True`` is next-token prediction (``logits[:, t]`` scored against ``labels[:, t + 1]``);
     ``shift=False`` scores each position against its own label (autoencoder reconstruction).
+    With ``attention_mask``, padding (mask 0) is never a target, and with ``shift=True`` never a predictor
+    either: the first real token of a left-padded row is not scored, exactly as the first token of an
+    unpadded sequence is not, so a padded batch gives the loss of its rows run alone.
     The mean is NaN-free: with no scored token it is 0 (and ``count`` is 0).
     """
+    if attention_mask is not None:
+        real = attention_mask.bool()
+        labels = labels.masked_fill(~real, IGNORE_INDEX)
+        if shift:
+            labels = torch.cat([labels[:, :1], labels[:, 1:].masked_fill(~real[:, :-1], IGNORE_INDEX)], dim=1)
     if shift:
         logits, labels = logits[:, :-1], labels[:, 1:]
     per_token = F.cross_entropy(
@@ -75,14 +84,21 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, shift: bool)
 
 
 def attach_loss(output, logits: torch.Tensor, labels: torch.Tensor | None, input_ids: torch.Tensor | None,
-                vocab_size: int, shift: bool):
-    """Fill ``loss``, ``loss_sum``, ``num_tokens`` and ``token_losses`` of ``output`` when labels are given."""
+                vocab_size: int, shift: bool, attention_mask: torch.Tensor | None = None,
+                num_items_in_batch: int | torch.Tensor | None = None):
+    """Fill ``loss``, ``loss_sum``, ``num_tokens`` and ``token_losses`` of ``output`` when labels are given.
+
+    ``num_items_in_batch`` (what transformers' ``Trainer`` passes under gradient accumulation: the scored
+    tokens of all micro-batches of one optimizer step) makes ``loss`` the summed nats divided by it, so the
+    accumulated gradient equals that of one large batch; without it ``loss`` is the mean over this batch.
+    """
     if labels is None:
         return output
     if input_ids is not None:
         check_labels(labels, input_ids, vocab_size)
-    loss = token_cross_entropy(logits, labels, shift=shift)
-    output.loss, output.loss_sum, output.num_tokens = loss.mean, loss.total, loss.count
+    loss = token_cross_entropy(logits, labels, shift=shift, attention_mask=attention_mask)
+    output.loss = loss.mean if num_items_in_batch is None else loss.total / num_items_in_batch
+    output.loss_sum, output.num_tokens = loss.total, loss.count
     output.token_losses = loss.per_token
     return output
 
@@ -125,6 +141,9 @@ class MemmixPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["MixerBlock", "LlamaDecoderLayer"]
     _supports_sdpa = True
+    # the forwards honour ``num_items_in_batch`` (see `attach_loss`); said explicitly so that transformers'
+    # Trainer does not have to guess it from ``**kwargs``
+    accepts_loss_kwargs = True
     AUTO_MAP: dict[str, str] = {}
 
     def _init_weights(self, module):

@@ -40,6 +40,7 @@ from .generation_memmix import (
     memory_cached_hidden,
     shift_rows_left,
     shift_rows_right,
+    zero_padding_positions,
 )
 from .mixer_layers import build_stack
 from .modeling_autoencoder import TextEncoder
@@ -204,18 +205,29 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
         is_tail = position >= chunk_index + (total - slots)
         return gathered * ~is_tail[None, :, :, None]
 
-    def oracle_decoder_inputs(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Oracle mode: each chunk reads the embedding of itself (a partial last chunk is embedded as it is)."""
+    def oracle_decoder_inputs(self, input_ids: torch.LongTensor,
+                              lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Oracle mode: each chunk reads the embedding of itself.
+
+        ``lengths (B,)`` are the real lengths of left-aligned rows (default: all of ``input_ids``). The last,
+        partial chunk of a row is embedded as it is (its real tokens only), so a padded row reads the same
+        embedding as the row alone.
+        """
         batch, length = input_ids.shape
         chunk = self.config.n_ctx
-        full, rest = divmod(length, chunk)
-        memories = self.encode_chunks(input_ids[:, : full * chunk].view(batch, full, chunk))
-        if rest:
-            last = self.encode_chunks(input_ids[:, full * chunk :].unsqueeze(1))
-            memories = torch.cat([memories, last], dim=1)
-        num_chunks = memories.shape[1]
+        num_chunks = math.ceil(length / chunk)
         padded_ids = nn.functional.pad(input_ids, (0, num_chunks * chunk - length))
-        token_embeds = self.embed_tokens(padded_ids.view(batch, num_chunks, chunk))
+        chunks = padded_ids.view(batch, num_chunks, chunk)
+        if lengths is None:
+            lengths = torch.full((batch,), length, dtype=torch.long, device=input_ids.device)
+        last_chunk = (lengths - 1) // chunk
+        in_last = lengths - last_chunk * chunk
+        memories = self.encode_chunks(chunks)
+        for real in in_last[in_last < chunk].unique().tolist():  # rows ending inside a chunk: its real tokens
+            rows = (in_last == real).nonzero().squeeze(1)
+            ends = chunks[rows, last_chunk[rows], :real]  # (n, real)
+            memories = memories.index_put((rows, last_chunk[rows]), self.encode_chunks(ends[:, None])[:, 0])
+        token_embeds = self.embed_tokens(chunks)
         slots = self.project_memories(memories).unsqueeze(2)  # (B, n, 1, w)
         flat = self.combine(slots.flatten(0, 1), token_embeds.flatten(0, 1))
         positions = (self.config.num_memory_slots + torch.arange(chunk, device=input_ids.device))[None, :]
@@ -244,36 +256,46 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
             memory = self.recurrent_proj(hidden[:, -1:])
         return self.norm(torch.cat(outputs, dim=1))
 
-    def sequence_hidden(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """Training-time path: (B, T) token ids -> (B, T, d) final hidden states, all chunks at once."""
+    def sequence_hidden(self, input_ids: torch.LongTensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Training-time path: (B, T) token ids -> (B, T, d) final hidden states, all chunks at once.
+
+        ``lengths (B,)``: real lengths of left-aligned rows (padding after them), default all ``T``."""
         length = input_ids.shape[1]
         if self.config.memory_mode == "recurrent":
             return self.recurrent_hidden(input_ids)
-        builder = self.past_decoder_inputs if self.config.memory_mode == "past" else self.oracle_decoder_inputs
-        inputs, positions = builder(input_ids)
+        if self.config.memory_mode == "past":
+            inputs, positions = self.past_decoder_inputs(input_ids)
+        else:
+            inputs, positions = self.oracle_decoder_inputs(input_ids, lengths)
         return self.decode_chunks(inputs, positions)[:, :length]
 
     def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None,
                 attention_mask: torch.Tensor | None = None, cache: MemmixCache | None = None,
                 use_cache: bool | None = None, logits_to_keep: int = 0, sliding_window: bool = False,
-                **kwargs) -> MemmixLMOutput:
-        """Logits ``(B, T, V)`` (and the loss with ``labels``). Left padding in ``attention_mask`` runs each row
-        from position 0. With ``use_cache=True`` or a ``cache`` (generation) the returned ``cache`` continues
+                num_items_in_batch: int | torch.Tensor | None = None, **kwargs) -> MemmixLMOutput:
+        """Logits ``(B, T, V)`` (and the loss with ``labels``). With ``attention_mask`` (left or right padding)
+        each row gives the logits of that row run alone (left padding runs it from position 0), padding
+        positions give zero logits, and the loss scores no prediction made from or of a padding position.
+        ``num_items_in_batch`` (transformers' Trainer) divides the summed loss by that count instead.
+        With ``use_cache=True`` or a ``cache`` (generation) the returned ``cache`` continues
         the sequence; a step returns logits of the new tokens, the prefill those of the last ``logits_to_keep``
         tokens (all with 0; only the last one when the prompt is longer than the model's limit)."""
         if cache is not None or use_cache:
             return self.cached_forward(input_ids, attention_mask, cache, logits_to_keep, sliding_window)
         check_input_ids(input_ids, self.config.vocab_size, self.config.max_sequence_length)
         pads = leading_padding(attention_mask, input_ids)
+        lengths = None if attention_mask is None else attention_mask.bool().sum(1)
         if pads is None:
-            hidden = self.sequence_hidden(input_ids)
+            hidden = self.sequence_hidden(input_ids, lengths)
         else:  # left padding: run each row from position 0, padding moved behind its tokens
-            hidden = shift_rows_right(self.sequence_hidden(shift_rows_left(input_ids, pads)), pads)
+            hidden = shift_rows_right(self.sequence_hidden(shift_rows_left(input_ids, pads), lengths), pads)
+        hidden = zero_padding_positions(hidden, attention_mask)
         if logits_to_keep and labels is None:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         output = MemmixLMOutput(logits=logits)
-        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True)
+        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True,
+                           attention_mask=attention_mask, num_items_in_batch=num_items_in_batch)
 
     def cached_forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
                        cache: MemmixCache | None, logits_to_keep: int, sliding_window: bool) -> MemmixLMOutput:

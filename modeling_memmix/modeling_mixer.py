@@ -25,6 +25,7 @@ from .generation_memmix import (
     mixer_cached_hidden,
     shift_rows_left,
     shift_rows_right,
+    zero_padding_positions,
 )
 from .mixer_layers import build_stack
 from .modeling_common import (
@@ -73,8 +74,12 @@ class MixerModel(MixerPreTrainedModel):
         if cache is not None or use_cache:
             if inputs_embeds is not None:
                 raise ValueError("cached decoding reads input_ids; inputs_embeds are not supported with a cache")
+            is_prefill = cache is None
             hidden, cache = mixer_cached_hidden(self, input_ids, attention_mask, cache, sliding_window)
-            return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
+            hidden = self.norm(hidden)
+            if is_prefill:  # later steps get the mask of the whole sequence, their new tokens are all real
+                hidden = zero_padding_positions(hidden, attention_mask)
+            return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -90,7 +95,7 @@ class MixerModel(MixerPreTrainedModel):
             hidden = self.stack(inputs_embeds)
         else:  # left padding: run each row from position 0, padding moved behind its tokens
             hidden = shift_rows_right(self.stack(shift_rows_left(inputs_embeds, pads)), pads)
-        return BaseModelOutput(last_hidden_state=self.norm(hidden))
+        return BaseModelOutput(last_hidden_state=zero_padding_positions(self.norm(hidden), attention_mask))
 
 
 class MixerForCausalLM(MixerPreTrainedModel, MemmixGenerationMixin, GenerationMixin):
@@ -120,8 +125,13 @@ class MixerForCausalLM(MixerPreTrainedModel, MemmixGenerationMixin, GenerationMi
     def forward(self, input_ids: torch.LongTensor | None = None, labels: torch.LongTensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 cache: MemmixCache | None = None, use_cache: bool | None = None, logits_to_keep: int = 0,
-                sliding_window: bool = False, **kwargs) -> MemmixLMOutput:
-        """``logits_to_keep=k > 0`` computes logits of the last ``k`` positions only (ignored with labels)."""
+                sliding_window: bool = False, num_items_in_batch: int | torch.Tensor | None = None,
+                **kwargs) -> MemmixLMOutput:
+        """``logits_to_keep=k > 0`` computes logits of the last ``k`` positions only (ignored with labels).
+
+        With ``attention_mask`` (left or right padding) each row gives the logits of that row run alone and
+        padding positions give zero logits; the loss scores no prediction made from or of a padding position.
+        ``num_items_in_batch`` (transformers' Trainer) divides the summed loss by that count instead."""
         outputs = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                              cache=cache, use_cache=use_cache, sliding_window=sliding_window)
         hidden = outputs.last_hidden_state
@@ -129,7 +139,9 @@ class MixerForCausalLM(MixerPreTrainedModel, MemmixGenerationMixin, GenerationMi
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         output = MemmixLMOutput(logits=logits, cache=getattr(outputs, "cache", None))
-        attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True)
+        attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True,
+                    attention_mask=None if cache is not None else attention_mask,
+                    num_items_in_batch=num_items_in_batch)
         return output
 
 
