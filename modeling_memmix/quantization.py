@@ -5,7 +5,8 @@ works; the last dim is "the vector"):
 
 * **After training**: ``quantize_embedding(x, fmt)`` returns a :class:`QuantizedEmbedding` that
   really holds the low-bit codes (``num_bits`` is what it occupies); ``dequantize()`` gives back
-  floats for the decoder. ``round_trip(x, fmt)`` does both at once.
+  floats for the decoder. ``round_trip(x, fmt)`` does both at once (with a straight-through
+  gradient, so an encoder trained through a storage format still learns).
 * **Quantization-aware training**: ``add_quantization_noise(x, fmt)`` (or the module
   :class:`QuantizationNoise` in a forward path) adds uniform noise ``U(-Δ/2, Δ/2)``, half the
   target format's quantization step Δ on each side, so the decoder learns to read embeddings
@@ -310,8 +311,16 @@ def dequantize_embedding(q: QuantizedEmbedding) -> torch.Tensor:
 
 
 def round_trip(x: torch.Tensor, fmt: str) -> torch.Tensor:
-    """``dequantize(quantize(x, fmt))``: what the decoder sees after storage in ``fmt``."""
-    return quantize_embedding(x, fmt).dequantize()
+    """``dequantize(quantize(x, fmt))``: what the decoder sees after storage in ``fmt``.
+
+    Rounding has no useful gradient, so the backward pass is straight-through: the value is exactly the
+    stored one (``stored + (x - x)`` adds an exact zero), the gradient with respect to ``x`` is the
+    identity. Training with a storage format therefore still trains whatever produced ``x`` (the encoder).
+    """
+    stored = quantize_embedding(x, fmt).dequantize()
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return stored
+    return stored + (x - x.detach()).to(stored.dtype)
 
 
 def quantization_step(x: torch.Tensor, fmt: str) -> torch.Tensor:
