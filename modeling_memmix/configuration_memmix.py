@@ -37,6 +37,11 @@ def _check_positive(name: str, value) -> None:
         raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
+def _default(value, default):
+    """``default`` where ``value`` is ``None``; any other value (``0`` included) is kept and validated."""
+    return default if value is None else value
+
+
 def _check_heads(width_name: str, width: int, heads_name: str, heads: int) -> None:
     if heads < 0:
         raise ValueError(f"{heads_name}={heads} must be >= 0 (0 means one flat mixing matrix)")
@@ -93,10 +98,16 @@ class MemmixBaseConfig(PreTrainedConfig):
     embedding_noise_position: str = "embedding"
 
     def __post_init__(self, **kwargs):
-        if self.intermediate_size is None:
-            self.intermediate_size = 4 * self.hidden_size
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "n_ctx"):
+            _check_positive(name, getattr(self, name))  # the defaults below are computed from these
+        self.fill_defaults()
         super().__post_init__(**kwargs)
         self.validate_memmix()
+
+    def fill_defaults(self) -> None:
+        """Replace ``None`` (only ``None``: ``0`` is an invalid value, not a request for the default) by the
+        size derived from the other fields."""
+        self.intermediate_size = _default(self.intermediate_size, 4 * self.hidden_size)
 
     def validate_memmix(self) -> None:
         """Raise ``ValueError`` for settings no memmix model can be built from."""
@@ -176,13 +187,14 @@ class MixerAutoencoderConfig(MemmixBaseConfig):
     decoder_hidden_size: int | None = None
     unroll_window: int | None = None
 
-    def __post_init__(self, **kwargs):
-        self.encoder_layers = self.encoder_layers or self.num_hidden_layers
-        self.decoder_layers = self.decoder_layers or self.num_hidden_layers
-        self.embedding_dim = self.embedding_dim or self.hidden_size
-        self.decoder_hidden_size = self.decoder_hidden_size or self.hidden_size
-        self.unroll_window = self.unroll_window or max(1, self.embedding_dim // 2)
-        super().__post_init__(**kwargs)
+    def fill_defaults(self) -> None:
+        super().fill_defaults()
+        self.encoder_layers = _default(self.encoder_layers, self.num_hidden_layers)
+        self.decoder_layers = _default(self.decoder_layers, self.num_hidden_layers)
+        self.embedding_dim = _default(self.embedding_dim, self.hidden_size)
+        self.decoder_hidden_size = _default(self.decoder_hidden_size, self.hidden_size)
+        _check_positive("embedding_dim", self.embedding_dim)
+        self.unroll_window = _default(self.unroll_window, max(1, self.embedding_dim // 2))
 
     def validate_memmix(self) -> None:
         super().validate_memmix()
@@ -244,12 +256,12 @@ class MemoryMixerConfig(MemmixBaseConfig):
     freeze_encoder: bool = False
     memory_concat_dim: int | None = None
 
-    def __post_init__(self, **kwargs):
-        self.encoder_hidden_size = self.encoder_hidden_size or self.hidden_size
-        self.encoder_layers = self.encoder_layers or self.num_hidden_layers
-        self.memory_dim = self.memory_dim or self.encoder_hidden_size
-        self.memory_concat_dim = self.memory_concat_dim or max(1, self.hidden_size // 4)
-        super().__post_init__(**kwargs)
+    def fill_defaults(self) -> None:
+        super().fill_defaults()
+        self.encoder_hidden_size = _default(self.encoder_hidden_size, self.hidden_size)
+        self.encoder_layers = _default(self.encoder_layers, self.num_hidden_layers)
+        self.memory_dim = _default(self.memory_dim, self.encoder_hidden_size)
+        self.memory_concat_dim = _default(self.memory_concat_dim, max(1, self.hidden_size // 4))
 
     def validate_memmix(self) -> None:
         super().validate_memmix()

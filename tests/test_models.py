@@ -339,6 +339,19 @@ def test_input_errors_name_the_value_and_the_limit():
         (MemoryMixerConfig, {"combine": "concat", "memory_mode": "oracle", "memory_concat_dim": 32},
          r"memory_concat_dim=32"),
         (MemoryMixerConfig, {"encoder_hidden_size": 30, "mixer_heads": 4}, r"mixer_heads=4 must divide"),
+        # 0 is an invalid size, never a request for the default (only None means "default")
+        (MixerConfig, {"intermediate_size": 0}, r"intermediate_size=0 must be a positive integer"),
+        (MixerAutoencoderConfig, {"embedding_dim": 0}, r"embedding_dim=0 must be a positive integer"),
+        (MixerAutoencoderConfig, {"encoder_layers": 0}, r"encoder_layers=0 must be a positive integer"),
+        (MixerAutoencoderConfig, {"decoder_layers": 0}, r"decoder_layers=0 must be a positive integer"),
+        (MixerAutoencoderConfig, {"decoder_hidden_size": 0}, r"decoder_hidden_size=0 must be a positive"),
+        (MixerAutoencoderConfig, {"unroll_window": 0}, r"unroll_window=0 must be a positive integer"),
+        (MemoryMixerConfig, {"memory_dim": 0}, r"memory_dim=0 must be a positive integer"),
+        (MemoryMixerConfig, {"encoder_hidden_size": 0}, r"encoder_hidden_size=0 must be a positive integer"),
+        (MemoryMixerConfig, {"encoder_layers": 0}, r"encoder_layers=0 must be a positive integer"),
+        (MemoryMixerConfig, {"combine": "concat", "max_memories": 1, "memory_concat_dim": 0},
+         r"memory_concat_dim=0"),
+        (MixerConfig, {"hidden_size": "32"}, r"hidden_size='32' must be a positive integer"),
     ],
 )
 def test_invalid_configs_raise(config_class, settings, message):
