@@ -295,15 +295,27 @@ class TransformerStack(nn.Module):
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Full window; or, for generation, new positions appended to ``cache`` (a transformers
         ``DynamicCache``) at ``position_ids (B, q)``, reading the keys ``attention_mask (B, 1, q, K)`` allows
-        (bool, True = attend; ``None`` = all earlier keys plus causal order among the new ones)."""
+        (bool, True = attend; ``None`` = all earlier keys plus causal order among the new ones).
+
+        SDPA's ``is_causal`` aligns its mask to the top left, which is wrong for several new queries after
+        cached keys, so that case gets an explicit bottom-right-aligned mask."""
         if position_ids is None:
-            position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+            past = cache.get_seq_length() if cache is not None else 0
+            position_ids = past + torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        if attention_mask is None and self.causal and cache is not None and cache.get_seq_length() and x.shape[1] > 1:
+            attention_mask = cached_causal_mask(x.shape[1], cache.get_seq_length(), x.device)
         position_embeddings = self.rotary_emb(x, position_ids=position_ids)
         for layer in self.layers:
             x = layer(x, attention_mask=attention_mask, position_ids=position_ids,
                       position_embeddings=position_embeddings, cache=cache, use_cache=cache is not None,
                       is_causal=self.causal and attention_mask is None)
         return x
+
+
+def cached_causal_mask(new: int, past: int, device: torch.device) -> torch.Tensor:
+    """``(1, 1, new, past + new)`` boolean mask: every cached key, and causal order among the new queries."""
+    keys = torch.arange(past + new, device=device)
+    return (keys[None, :] <= past + torch.arange(new, device=device)[:, None])[None, None]
 
 
 def build_stack(block_type: str, width: int, depth: int, n_ctx: int, causal: bool, config) -> nn.Module:

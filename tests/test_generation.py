@@ -375,3 +375,20 @@ def test_pipeline_from_saved_folder_without_memmix_installed(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_transformer_stack_with_a_cache_and_several_new_tokens_attends_to_all_earlier_keys():
+    """SDPA's ``is_causal`` aligns to the top left; several new tokens after cached keys need the
+    bottom-right-aligned mask the stack builds itself (error 0.67 against the full forward without it)."""
+    from transformers import DynamicCache
+
+    from modeling_memmix.mixer_layers import TransformerStack
+
+    torch.manual_seed(0)
+    stack = TransformerStack(32, 2, 16, True, MixerConfig(**TINY, n_ctx=16, block_type="transformer")).eval()
+    x = torch.randn(2, 11, 32)
+    with torch.no_grad():
+        full = stack(x)
+        cache = DynamicCache(config=stack.llama_config)
+        parts = [stack(x[:, :4], cache=cache), stack(x[:, 4:9], cache=cache), stack(x[:, 9:], cache=cache)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
