@@ -249,7 +249,8 @@ def write_export_files(
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
-            max_length=getattr(config, "max_sequence_length", config.n_ctx),
+            # no max_length: every generate(max_new_tokens=...) call would warn that both are set; the model's
+            # own limit (config.max_sequence_length) is enforced by generate() before any work
         ).save_pretrained(folder)
     save_config(run_config, folder / "run_config.json")
     (folder / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ tokenizer, for a handful of steps.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -168,6 +169,21 @@ def test_mixer_run_exports_a_causal_lm(shared, tmp_path):
     metrics = run_training(tiny_config(shared, tmp_path, "mixer", mixed_precision="bf16", grad_accum=2))
     check_export(tmp_path / "export", AutoModelForCausalLM, metrics, causal=True)
     assert metrics["step"] == 6 and metrics["train_windows"] == 6 * 4 * 2
+    # the exported generation config sets no length, so an ordinary generate(max_new_tokens=...) does not warn
+    # that max_length is set too (the model's own limit is enforced before any work)
+    assert "max_length" not in json.loads((tmp_path / "export" / "generation_config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "export", trust_remote_code=True)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    generation_logger = logging.getLogger("transformers.generation.utils")
+    generation_logger.addHandler(handler)
+    try:
+        out = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3, do_sample=False)
+    finally:
+        generation_logger.removeHandler(handler)
+    assert out.shape == (1, 6)
+    assert not [message for message in messages if "max_length" in message], messages
 
 
 def test_memory_model_from_frozen_autoencoder_encoder(shared, autoencoder_run, tmp_path):
