@@ -30,11 +30,6 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 
-def causal_mask(length: int, device: torch.device) -> torch.Tensor:
-    """Lower-triangular boolean mask ``(length, length)``: row ``t`` may read columns ``<= t``."""
-    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
-
-
 class MaskedTokenMixing(nn.Module):
     """Mixes information across token positions with a learned (optionally causal) matrix per head.
 
@@ -70,16 +65,6 @@ class MaskedTokenMixing(nn.Module):
             if self.bias is not None:
                 self.bias.uniform_(-bound, bound)
 
-    def masked_weight(self, length: int) -> torch.Tensor:
-        """The mixing weight for the first ``length`` positions, with the causal mask applied."""
-        weight = self.weight[..., :length, :length, :] if self.kernel_size > 1 else self.weight[..., :length, :length]
-        if not self.causal:
-            return weight
-        mask = causal_mask(length, weight.device)
-        if self.kernel_size > 1:
-            mask = mask.unsqueeze(-1)
-        return weight * mask
-
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, d) -> (B, h, T, d/h) values to mix; identity shape-wise for a flat mixer."""
         if not self.heads:
@@ -94,33 +79,68 @@ class MaskedTokenMixing(nn.Module):
         batch, _, length, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, self.width))
 
-    def mix(self, values: torch.Tensor) -> torch.Tensor:
-        """Token mixing of ``values`` ``(B, [h,] T, c)`` -> same shape. One matmul or one conv."""
-        length = values.shape[-2]
-        weight = self.masked_weight(length)
-        bias = None if self.bias is None else self.bias[:, :length]
-        if self.kernel_size == 1:
-            return add_token_bias(weight @ values, bias)
-        # tokens are channels: (B, [h*]T, c) convolved along the hidden axis, grouped per head
-        groups = self.heads or 1
-        batch, channels = values.shape[0], values.shape[-1]
-        flat_values = values.reshape(batch, groups * length, channels)
-        flat_weight = weight.reshape(groups * length, length, self.kernel_size)
-        mixed = F.conv1d(flat_values, flat_weight, flat_bias(bias), padding="same", groups=groups)
-        return mixed.view_as(values)
-
     def forward(self, x: torch.Tensor, history: torch.Tensor | None = None,
                 start: int | torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, d) normalized inputs -> (B, T, d) mixed, with T <= n_ctx.
 
         With ``history`` (from `new_history`) the ``T`` inputs are new positions starting at ``start`` (an int
         shared by all rows, or ``(B,)`` per-row positions): their values are written into the history and mixed
-        with everything before them, without recomputing earlier positions.
+        with everything before them, without recomputing earlier positions. Both paths run `mix_rows`, so the
+        cached output is the full forward's by construction.
         """
         values = self.split_heads(x)
         if history is None:
-            return self.merge_heads(self.mix(values))
-        return self.merge_heads(self.mix_cached(values, history, start))
+            return self.merge_heads(self.mix_rows(values, 0))  # every row of the window
+        past, rows = self.write_history(values, history, start)
+        return self.merge_heads(self.mix_rows(past, rows))
+
+    # ----- the one mixing path ----------------------------------------------------------------------------------
+
+    def mix_rows(self, past: torch.Tensor, rows: int | torch.Tensor) -> torch.Tensor:
+        """Output positions ``rows`` of the masked mixing applied to ``past (B, [h,] t, c)`` (the values at
+        positions ``0 .. t-1``): one matmul, or one grouped conv for ``k > 1``.
+
+        ``rows`` is an int ``first`` (positions ``first .. t-1`` for every batch row; ``0`` is the full window)
+        or a ``(B, q)`` tensor of per-row positions. Returns ``(B, [h,] q, c)``.
+        """
+        weight, bias = self.masked_rows(rows, past.shape[-2])
+        if self.kernel_size == 1:
+            return add_token_bias(weight @ past, bias)
+        # tokens are channels: the values are convolved along the hidden axis, one group per head (and, with
+        # per-row positions, per batch row, since each row reads its own rows of the matrix)
+        per_row = not isinstance(rows, int)
+        batch, length, channels = past.shape[0], past.shape[-2], past.shape[-1]
+        new = weight.shape[-3]
+        groups = (self.heads or 1) * (batch if per_row else 1)
+        mixed = F.conv1d(past.reshape(1 if per_row else batch, -1, channels),
+                         weight.reshape(groups * new, length, self.kernel_size), flat_bias(bias),
+                         padding="same", groups=groups)
+        return mixed.view(*past.shape[:-2], new, channels)
+
+    def masked_rows(self, rows: int | torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows of the mixing weight over the first ``length`` columns, causal mask applied, and their bias.
+
+        Weight ``([B,] [h,] q, length[, k])``, bias ``([B,] h, q)`` (``None`` for a flat mixer)."""
+        kernel = (slice(None),) if self.kernel_size > 1 else ()
+        if isinstance(rows, int):  # a contiguous block of rows shared by the batch: a slice, no copy
+            positions = torch.arange(rows, length, device=self.weight.device)
+            weight = self.weight[(..., slice(rows, length), slice(0, length), *kernel)]
+            bias = None if self.bias is None else self.bias[:, rows:length]
+            mask = torch.arange(length, device=weight.device)[None, :] <= positions[:, None]  # (q, t)
+        else:  # (B, q) per-row positions
+            positions = rows
+            if self.heads:
+                weight = self.weight[:, positions].movedim(0, 1)  # (B, h, q, n[, k])
+                bias = self.bias[:, positions].movedim(0, 1)  # (B, h, q)
+            else:
+                weight, bias = self.weight[positions], None  # (B, q, n[, k]); flat mixers have no bias
+            weight = weight[(..., slice(0, length), *kernel)]
+            mask = torch.arange(length, device=weight.device) <= positions[..., None]  # (B, q, t)
+            if self.heads:
+                mask = mask.unsqueeze(1)
+        if not self.causal:
+            return weight, bias
+        return weight * (mask.unsqueeze(-1) if self.kernel_size > 1 else mask), bias
 
     # ----- incremental decoding -------------------------------------------------------------------------------
 
@@ -132,14 +152,16 @@ class MaskedTokenMixing(nn.Module):
         channels = self.width // self.heads if self.heads else self.width
         return torch.zeros(batch_size, *head_shape, self.n_ctx, channels, dtype=dtype, device=device)
 
-    def mix_cached(self, values: torch.Tensor, history: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
-        """Mix ``values (B, [h,] q, c)`` at positions ``start .. start + q - 1`` against the stored history."""
+    def write_history(self, values: torch.Tensor, history: torch.Tensor,
+                      start: int | torch.Tensor) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """Store ``values (B, [h,] q, c)`` at positions ``start ..`` of ``history``; returns the history up to the
+        newest position and the rows to compute (`mix_rows`' ``rows``)."""
         new = values.shape[-2]
         if isinstance(start, int):
             if start + new > self.n_ctx:
                 raise ValueError(f"positions up to {start + new} exceed this mixer's n_ctx={self.n_ctx}")
             history[..., start : start + new, :] = values
-            return self._mix_rows_shared(history[..., : start + new, :], start, new)
+            return history[..., : start + new, :], start
         positions = start[:, None] + torch.arange(new, device=start.device)  # (B, q)
         length = int(positions.max()) + 1
         if length > self.n_ctx:
@@ -149,50 +171,7 @@ class MaskedTokenMixing(nn.Module):
             history[rows, :, positions] = values.transpose(1, 2)  # (B, q, h, c) written at each row's positions
         else:
             history[rows, positions] = values
-        return self._mix_rows_ragged(history[..., :length, :], positions)
-
-    def _mix_rows_shared(self, past: torch.Tensor, start: int, new: int) -> torch.Tensor:
-        """Rows ``start .. start+new-1`` of the masked matrix (same for every batch row) applied to ``past``."""
-        length = past.shape[-2]
-        if self.kernel_size > 1:
-            weight = self.weight[..., start : start + new, :length, :]
-        else:
-            weight = self.weight[..., start : start + new, :length]
-        row_positions = torch.arange(start, start + new, device=past.device)
-        mask = torch.arange(length, device=past.device)[None, :] <= row_positions[:, None]  # (q, t)
-        weight = weight * (mask.unsqueeze(-1) if self.kernel_size > 1 else mask)
-        bias = None if self.bias is None else self.bias[:, start : start + new]
-        if self.kernel_size == 1:
-            return add_token_bias(weight @ past, bias)
-        groups = self.heads or 1
-        batch, channels = past.shape[0], past.shape[-1]
-        mixed = F.conv1d(past.reshape(batch, groups * length, channels),
-                         weight.reshape(groups * new, length, self.kernel_size), flat_bias(bias),
-                         padding="same", groups=groups)
-        return mixed.view(*past.shape[:-2], new, channels)
-
-    def _mix_rows_ragged(self, past: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Per-row positions ``(B, q)``: each batch row reads its own rows of the masked matrix."""
-        length = past.shape[-2]
-        if self.heads:
-            weight = self.weight[:, positions].movedim(0, 1)[:, :, :, :length]  # (B, h, q, t[, k])
-            bias = self.bias[:, positions].movedim(0, 1)  # (B, h, q)
-        else:
-            weight = self.weight[positions][:, :, :length]  # (B, q, t[, k])
-            bias = None  # flat mixers have no bias
-        mask = torch.arange(length, device=past.device) <= positions[..., None]  # (B, q, t)
-        if self.heads:
-            mask = mask.unsqueeze(1)
-        weight = weight * (mask.unsqueeze(-1) if self.kernel_size > 1 else mask)
-        if self.kernel_size == 1:
-            return add_token_bias(weight @ past, bias)
-        # one group per (batch row, head): each row convolves its own history with its own matrix rows
-        groups = past.shape[0] * (self.heads or 1)
-        new, channels = positions.shape[1], past.shape[-1]
-        mixed = F.conv1d(past.reshape(1, groups * length, channels),
-                         weight.reshape(groups * new, length, self.kernel_size), flat_bias(bias),
-                         padding="same", groups=groups)
-        return mixed.view(*past.shape[:-2], new, channels)
+        return history[..., :length, :], positions
 
 
 def add_token_bias(mixed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -324,4 +303,4 @@ def build_stack(block_type: str, width: int, depth: int, n_ctx: int, causal: boo
     return stack_class(width, depth, n_ctx, causal, config)
 
 
-__all__ = ["MaskedTokenMixing", "MixerBlock", "MixerStack", "TransformerStack", "build_stack", "causal_mask"]
+__all__ = ["MaskedTokenMixing", "MixerBlock", "MixerStack", "TransformerStack", "build_stack"]
