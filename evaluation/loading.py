@@ -6,8 +6,9 @@
   model's ``vocab_size``, and a Hub id while the Hub cannot be reached.
 - `evaluation_window_length(config)`: tokens per evaluated window (``n_ctx``, or
   ``n_ctx * (max_memories + 1)`` for memory models).
-- `load_evaluation_data(...)`: the held-out (or train) side of a corpus spec, packed into full windows
-  exactly as training packs them (`memmix_data`), plus the training text used to prime the compressors.
+- `load_evaluation_data(...)`: the held-out (or train, or every) document of a corpus spec, packed into
+  full windows exactly as training packs them (`memmix_data`), plus the training text used to prime the
+  compressors (none with ``split="all"``: no document is left out to prime with).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 RUN_CONFIG_FILE = "run_config.json"
 # Every document is followed by the end-of-text token when packed; that token stands for b"\n".
 DOCUMENT_SEPARATOR = b"\n"
+EVALUATION_SPLITS = ("validation", "train", "all")
 
 
 @dataclass
@@ -48,13 +50,18 @@ class LoadedModel:
 
 @dataclass
 class EvaluationData:
-    """Windows to score and the training-side text that primes the compressors."""
+    """Documents and windows to score and the training-side text that primes the compressors.
 
-    windows: PackedWindows
+    `windows` is None when the data was loaded for document scoring only (``pack=False``); `primer` is
+    empty for ``split="all"``.
+    """
+
+    windows: PackedWindows | None
     primer: bytes
     spec: str
     split: str
     settings: dict = field(default_factory=dict)
+    documents: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,38 +238,51 @@ def load_evaluation_data(
     max_documents: int | None = None,
     max_windows: int | None = None,
     max_primer_bytes: int | None = 1_000_000,
+    pack: bool = True,
 ) -> EvaluationData:
-    """Full `window`-token windows of one side of corpus `spec`, and the train side's last bytes as primer.
+    """The documents of one side of corpus `spec`, packed into full `window`-token windows, and the train
+    side's last bytes as primer.
 
-    Documents are split with `split_documents` and packed with `pack_documents` (drop_remainder: every
-    window is full), exactly as training does. `max_windows` keeps the first windows only.
-    Raises ValueError when the split gives fewer tokens than one window.
+    ``split="validation"`` / ``"train"``: one side of `split_documents` (the training run's split);
+    ``split="all"``: every document, no split (`validation_fraction` and `split_seed` are not used, and the
+    primer is empty: there is no training side left). Documents are packed with `pack_documents`
+    (drop_remainder: every window is full), exactly as training does; ``pack=False`` skips packing (for
+    document scoring, which needs no windows). `max_windows` keeps the first windows only.
+    Raises ValueError when the evaluated documents give fewer tokens than one window (with ``pack``).
     """
-    if split not in ("validation", "train"):
-        raise ValueError(f"split must be 'validation' or 'train', got {split!r}")
+    if split not in EVALUATION_SPLITS:
+        raise ValueError(f"split must be one of {EVALUATION_SPLITS}, got {split!r}")
     if max_windows is not None and max_windows < 1:
         raise ValueError(f"max_windows must be >= 1 or None, got {max_windows}")
+    if max_windows is not None and not pack:
+        raise ValueError(f"max_windows={max_windows} limits packed windows; with document scoring use max_documents")
     documents = load_documents(spec, text_column=text_column, split=hub_split, max_documents=max_documents)
-    train_docs, validation_docs = split_documents(documents, validation_fraction, seed=split_seed)
-    evaluated = validation_docs if split == "validation" else train_docs
-    try:
-        windows = pack_documents(evaluated, tokenizer, window)
-    except ValueError as error:
-        raise ValueError(
-            f"Dataset {spec!r} is too small to evaluate: its {split} split ({len(evaluated)} documents) "
-            f"does not fill one window of {window} tokens ({error}). Use a larger corpus, a larger "
-            "--validation_fraction, or a model with a shorter window."
-        ) from error
-    if max_windows is not None and len(windows) > max_windows:
-        windows = PackedWindows(
-            input_ids=windows.input_ids[:max_windows],
-            num_bytes=windows.num_bytes[:max_windows],
-            num_tokens=windows.num_tokens[:max_windows],
-            window=window,
-        )
+    if split == "all":
+        train_docs, evaluated = [], documents
+    else:
+        train_docs, validation_docs = split_documents(documents, validation_fraction, seed=split_seed)
+        evaluated = validation_docs if split == "validation" else train_docs
+    windows = None
+    if pack:
+        try:
+            windows = pack_documents(evaluated, tokenizer, window)
+        except ValueError as error:
+            larger = "" if split == "all" else " a larger --validation_fraction,"
+            raise ValueError(
+                f"Dataset {spec!r} is too small to evaluate: its {split} split ({len(evaluated)} documents) "
+                f"does not fill one window of {window} tokens ({error}). Use a larger corpus,{larger} a model "
+                "with a shorter window, or --scoring documents (no windows to fill)."
+            ) from error
+        if max_windows is not None and len(windows) > max_windows:
+            windows = PackedWindows(
+                input_ids=windows.input_ids[:max_windows],
+                num_bytes=windows.num_bytes[:max_windows],
+                num_tokens=windows.num_tokens[:max_windows],
+                window=window,
+            )
     settings = {
-        "validation_fraction": validation_fraction,
-        "split_seed": split_seed,
+        "validation_fraction": None if split == "all" else validation_fraction,
+        "split_seed": None if split == "all" else split_seed,
         "text_column": text_column,
         "hub_split": hub_split,
         "max_documents": max_documents,
@@ -271,4 +291,5 @@ def load_evaluation_data(
         "documents_evaluated": len(evaluated),
         "train_documents": len(train_docs),
     }
-    return EvaluationData(windows, primer_from_documents(train_docs, max_primer_bytes), spec, split, settings)
+    primer = primer_from_documents(train_docs, max_primer_bytes) if train_docs else b""
+    return EvaluationData(windows, primer, spec, split, settings, list(evaluated))

@@ -25,20 +25,33 @@ def table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def _split_text(data: dict) -> str:
+    if data["split"] == "all":
+        return f"every document, no train/validation split ({data['documents_evaluated']} documents)"
+    return (f"{data['split']} split ({data['documents_evaluated']} documents, "
+            f"validation_fraction={data['validation_fraction']}, split_seed={data['split_seed']})")
+
+
 def _header(report: dict) -> str:
     data = report["data"]
     config = ", ".join(f"{key}={value}" for key, value in report["config"].items())
+    lines = [f"# Evaluation report: `{report['model']}`", "", f"- family: **{report['family']}** ({config})"]
+    if data.get("scoring") == "documents":
+        lines += [
+            f"- data: `{data['spec']}`, {_split_text(data)}; scoring: **documents**, each document alone in "
+            f"{data['windows']} rolling windows of at most {data['window_tokens']} tokens, stride {data['stride']}",
+            "- scored: every token of every document, the first one given the end-of-text token put in front "
+            "(as lm-evaluation-harness's loglikelihood_rolling); bits per byte divide by the documents' UTF-8 "
+            "bytes, and the compressors read exactly those bytes",
+        ]
+        return "\n".join(lines)
     scored = "all tokens" if data["scored_from_token"] == 0 else "every token but the first of each window"
-    return "\n".join([
-        f"# Evaluation report: `{report['model']}`",
-        "",
-        f"- family: **{report['family']}** ({config})",
-        f"- data: `{data['spec']}`, {data['split']} split ({data['documents_evaluated']} documents, "
-        f"validation_fraction={data['validation_fraction']}, split_seed={data['split_seed']}), "
-        f"{data['windows']} windows of {data['window_tokens']} tokens",
+    lines += [
+        f"- data: `{data['spec']}`, {_split_text(data)}, {data['windows']} windows of {data['window_tokens']} tokens",
         f"- scored: {scored}; bits per byte divide by the exact raw bytes of the scored tokens, and the "
         "compressors read exactly those bytes",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def _bits_per_byte_section(report: dict) -> str:
@@ -46,9 +59,14 @@ def _bits_per_byte_section(report: dict) -> str:
     text = ["## Bits per byte (lower is better)", "", table(["method", "bits per byte"], rows)]
     compressors = report.get("compressors")
     if compressors:
-        text += ["", f"Compressors on {compressors['bytes']} bytes: each window alone (`per_window`), all windows "
-                 "as one stream (`stream`), and `primed`: size(primer + stream) - size(primer), primer = "
-                 f"{compressors['primer_bytes']} bytes ({compressors['primer_source']})."]
+        unit = compressors.get("unit", "window")
+        text += ["", f"Compressors on {compressors['bytes']} bytes: each {unit} alone (`per_{unit}`), all {unit}s "
+                 "as one stream (`stream`)"]
+        if compressors["primer_bytes"]:
+            text[-1] += (", and `primed`: size(primer + stream) - size(primer), primer = "
+                         f"{compressors['primer_bytes']} bytes ({compressors['primer_source']}).")
+        else:
+            text[-1] += f"; primed setting {compressors['primer_source'] or 'off (no primer)'}."
     return "\n".join(text)
 
 
@@ -125,6 +143,17 @@ def _memory_section(results: dict) -> str:
 FAMILY_SECTIONS = {"causal": _causal_section, "autoencoder": _autoencoder_section, "memory": _memory_section}
 
 
+def _documents_section(results: dict) -> str:
+    summary = results["summary"]
+    return "\n".join(["## Documents (each scored alone)", "", table(
+        ["cross-entropy (nats/token)", "bits per byte", "documents", "scored tokens", "bytes", "windows",
+         "max length", "stride"],
+        [[summary["cross_entropy"], summary["bits_per_byte"], summary["documents"], summary["tokens"],
+          summary["bytes"], summary["windows"], summary["max_length"], summary["stride"]]],
+    ), "", "The window diagnostics (trivial-encoding test, memory per-chunk losses, copy task) run with "
+       "the default `--scoring windows`."])
+
+
 def _trivial_section(trivial: dict) -> str:
     return "\n".join([
         "## Trivial-encoding test", "",
@@ -138,12 +167,14 @@ def _trivial_section(trivial: dict) -> str:
 
 def render_markdown(report: dict) -> str:
     """The whole report as Markdown, with the PNG charts linked."""
+    documents_mode = report["data"].get("scoring") == "documents"
     sections = [
         _header(report),
         _bits_per_byte_section(report),
-        FAMILY_SECTIONS[report["family"]](report["results"]),
-        _trivial_section(report["trivial_encoding"]),
+        _documents_section(report["results"]) if documents_mode else FAMILY_SECTIONS[report["family"]](report["results"]),
     ]
+    if "trivial_encoding" in report:
+        sections.append(_trivial_section(report["trivial_encoding"]))
     plots = report.get("plots") or []
     if plots:
         sections.append("## Charts\n\n" + "\n".join(f"![{name}]({name})" for name in plots))

@@ -37,6 +37,13 @@ def report_metrics(report: dict) -> list[tuple[str, float, str]]:
             ("accuracy", summary["hamming_accuracy"], "Hamming accuracy (tokens regenerated exactly)"),
             ("information_retained", summary["information_retained"], "Information retained I_e"),
         ]
+    if report["data"].get("scoring") == "documents":
+        # its own metric types: a document-mode number must not replace the packed-window one in the card
+        return [
+            ("bits_per_byte_documents", summary["bits_per_byte"],
+             "Bits per byte, each document scored alone (lm-evaluation-harness rolling windows)"),
+            ("loss_documents", summary["cross_entropy"], "Loss per token, each document scored alone (nats/token)"),
+        ]
     entries = [
         ("bits_per_byte", summary["bits_per_byte"], "Validation bits per byte"),
         ("loss", summary["cross_entropy"], "Validation loss (nats/token)"),

@@ -4,12 +4,25 @@ Run it on a CPU (a tiny model and a few windows take seconds)::
 
     python -m evaluation.report --model runs/mixer/export --data builtin --out reports/mixer
     python -m evaluation.report --model runs/memory/export --max_windows 50 --training_log runs/memory/log.jsonl
+    python -m evaluation.report --model runs/mixer/export --data my_text.txt --split all --scoring documents
 
 Writes ``report.md``, ``report.json`` (every number) and PNG charts to ``--out``. ``--model`` is a local
 folder written by ``save_pretrained`` (with its tokenizer) or a Hub id (which fails with a clear message
 offline). ``--data`` is any corpus spec `memmix_data.load_documents` accepts; by default the held-out
 validation split of the built-in corpus, with the training run's split settings when the model folder
-holds the ``run_config.json`` of a run on the same corpus.
+holds the ``run_config.json`` of a run on the same corpus. ``--split all`` scores every document of
+``--data`` (no train/validation split; the compressors are then not primed, since no text is left out).
+
+Two scoring modes (``--scoring``):
+
+- ``windows`` (default): the documents are packed into one token stream (each followed by end-of-text)
+  and cut into full model windows, as in training; everything below is measured on those windows.
+- ``documents``: every document scored alone, every token of it, in rolling windows of the model's
+  maximum length (``--stride`` new tokens per later window), as lm-evaluation-harness's
+  ``loglikelihood_rolling`` does; bits per byte divide by the documents' UTF-8 bytes. See
+  evaluation/document_scoring.py. Causal and memory models only (not the autoencoder or oracle mode);
+  the compressors read the same documents (``per_document`` instead of ``per_window``); the window
+  diagnostics (memory per-chunk losses, copy task, trivial-encoding test) are not run.
 
 What is measured (formulas in evaluation/metrics.py and docs/MISSION.md "Measures"):
 
@@ -28,7 +41,7 @@ What is measured (formulas in evaluation/metrics.py and docs/MISSION.md "Measure
 - **trivial-encoding test**: loss on uniformly random token ids against in-distribution loss.
 - **compressors**: gzip -9, bzip2 -9, xz -9e, zstd -19, brotli -q 11 on each window alone, on the stream
   of all windows, and primed with the last ``--max_primer_bytes`` (default 1 MB) of the training split's
-  text (each document followed by b"\\n", as packed for training).
+  text (each document followed by b"\\n", as packed for training); not primed with ``--split all``.
 """
 
 from __future__ import annotations
@@ -44,7 +57,9 @@ import torch
 
 from evaluation import metrics
 from evaluation.compressors import ALL_METHODS, compress_windows
+from evaluation.document_scoring import causal_max_length, score_documents
 from evaluation.loading import (
+    EVALUATION_SPLITS,
     EvaluationData,
     LoadedModel,
     evaluation_window_length,
@@ -68,6 +83,8 @@ from modeling_memmix.quantization import EMBEDDING_FORMATS, REFERENCE_FORMAT
 NOMINAL_BITS_PER_VALUE = {"fp32": 32, "bf16": 16, "fp16": 16, "e4m3": 8, "e5m2": 8, "int8": 8, "int4": 4}
 FORMULA_BITS_PER_VALUE = (4, 8, 16, 32)
 DEFAULT_MAX_PRIMER_BYTES = 1_000_000
+SCORING_MODES = ("windows", "documents")
+NO_PRIMER_WITH_SPLIT_ALL = "off: --split all scores every document, so no training text is left to prime with"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +262,13 @@ def evaluate_copy_task(model, input_ids: torch.Tensor, options: dict) -> dict:
 FAMILY_EVALUATORS = {"causal": evaluate_causal, "autoencoder": evaluate_autoencoder, "memory": evaluate_memory}
 
 
+def evaluate_documents(loaded: LoadedModel, documents: list[str], options: dict) -> dict:
+    """Document mode: every token of every document, each document alone (evaluation/document_scoring.py)."""
+    scores = score_documents(loaded.model, loaded.tokenizer, documents, stride=options.get("stride"),
+                             batch_size=options["batch_size"], progress=options["progress"])
+    return {"summary": scores.summary()}
+
+
 def trivial_encoding_test(loaded: LoadedModel, in_distribution: torch.Tensor, options: dict) -> dict:
     """Loss on uniformly random ids over the tokenizer's vocabulary vs the same number of real windows.
 
@@ -292,15 +316,34 @@ def compressor_baselines(loaded: LoadedModel, data: EvaluationData, input_ids: t
     start = first_scored_position(loaded.family)
     expected = scored_token_bytes(loaded.tokenizer, input_ids, start).sum(dim=1)
     windows = scored_window_bytes(loaded.tokenizer, input_ids, start, expected)
-    primer = data.primer if options["max_primer_bytes"] else None
-    results = compress_windows(windows, primer=primer, methods=options["compressors"], progress=options["progress"])
+    return _compress(windows, data, options)
+
+
+def _compress(pieces: list[bytes], data: EvaluationData, options: dict, unit: str = "window") -> dict:
+    """The compressors on `pieces` (windows or documents), primed unless --split all or no primer bytes."""
+    primer = data.primer if options["max_primer_bytes"] and data.split != "all" else None
+    results = compress_windows(pieces, primer=primer, methods=options["compressors"], progress=options["progress"])
+    if unit != "window":
+        results = {method: {key.replace("per_window", f"per_{unit}"): value for key, value in settings.items()}
+                   for method, settings in results.items()}
+    if primer:
+        source = f"last bytes of the {'train' if data.split == 'validation' else 'same'} split"
+    elif data.split == "all":
+        source = NO_PRIMER_WITH_SPLIT_ALL
+    else:
+        source = None
     return {
         "bits_per_byte": results,
-        "bytes": int(expected.sum()),
+        "bytes": sum(len(piece) for piece in pieces),
+        "unit": unit,
         "primer_bytes": len(primer) if primer else 0,
-        "primer_source": f"last bytes of the {'train' if data.split == 'validation' else 'same'} split"
-        if primer else None,
+        "primer_source": source,
     }
+
+
+def document_compressor_baselines(data: EvaluationData, options: dict) -> dict:
+    """The compressors on exactly the bytes document mode scores: each document's UTF-8 text."""
+    return _compress([document.encode("utf-8") for document in data.documents], data, options, unit="document")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,8 +377,38 @@ def _config_summary(config) -> dict:
     return {key: getattr(config, key) for key in keys if getattr(config, key, None) is not None}
 
 
+def build_document_report(loaded: LoadedModel, data: EvaluationData, options: dict) -> dict:
+    """`build_report` for ``scoring="documents"``."""
+    started = time.time()
+    result = evaluate_documents(loaded, data.documents, options)
+    summary = result["summary"]
+    report = {
+        "model": loaded.source,
+        "family": loaded.family,
+        "config": _config_summary(loaded.model.config),
+        "data": {
+            "spec": data.spec, "split": data.split, "scoring": "documents", "documents": summary["documents"],
+            "windows": summary["windows"], "window_tokens": summary["max_length"], "stride": summary["stride"],
+            "scored_from_token": 0, **data.settings,
+        },
+        "results": result,
+    }
+    if options["compressors"]:
+        report["compressors"] = document_compressor_baselines(data, options)
+    name = "memmix causal LM" if loaded.family == "causal" else "memmix memory model"
+    table = {f"{name} (documents)": summary["bits_per_byte"]}
+    for method, settings in report.get("compressors", {}).get("bits_per_byte", {}).items():
+        for setting, value in settings.items():
+            table[f"{method} ({setting})"] = value
+    report["bits_per_byte"] = table
+    report["seconds"] = round(time.time() - started, 2)
+    return report
+
+
 def build_report(loaded: LoadedModel, data: EvaluationData, options: dict) -> dict:
     """Every number of the report as a JSON-ready dict (no files written)."""
+    if options.get("scoring", "windows") == "documents":
+        return build_document_report(loaded, data, options)
     started = time.time()
     input_ids = data.windows.input_ids
     result = FAMILY_EVALUATORS[loaded.family](loaded, input_ids, options)
@@ -344,7 +417,8 @@ def build_report(loaded: LoadedModel, data: EvaluationData, options: dict) -> di
         "family": loaded.family,
         "config": _config_summary(loaded.model.config),
         "data": {
-            "spec": data.spec, "split": data.split, "windows": input_ids.shape[0], "window_tokens": data.windows.window,
+            "spec": data.spec, "split": data.split, "scoring": "windows", "windows": input_ids.shape[0],
+            "window_tokens": data.windows.window,
             "scored_from_token": first_scored_position(loaded.family), **data.settings,
         },
         "results": _strip_tensors(result),
@@ -367,7 +441,7 @@ def write_plots(report: dict, out: Path, training_log: str | None) -> list[str]:
 
     paths = [plot_bits_per_byte(report["bits_per_byte"], out / "bits_per_byte.png",
                                 model_names=[k for k in report["bits_per_byte"] if k.startswith("memmix")])]
-    if report["family"] == "memory":
+    if report["family"] == "memory" and "per_chunk" in report["results"]:
         per_chunk = report["results"]["per_chunk"]
         lines = {label.replace("_", " "): [c["cross_entropy"] for c in chunks] for label, chunks in per_chunk.items()}
         paths.append(plot_chunk_losses(lines, out / "chunk_losses.png"))
@@ -399,15 +473,31 @@ def run_report(
     training_log: str | None = None,
     update_model_card: bool = False,
     progress: bool = True,
+    scoring: str = "windows",
+    stride: int | None = None,
 ) -> dict:
     """Load, evaluate, write report.md / report.json / PNGs to `out`; returns the report dict.
 
-    ``max_primer_bytes=0`` or None-like falsy skips the primed compressor setting.
+    ``max_primer_bytes=0`` or None-like falsy skips the primed compressor setting. ``split="all"``
+    evaluates every document (no split, no priming). ``scoring="documents"`` scores each document alone
+    (evaluation/document_scoring.py) with ``stride`` new tokens per later window (default: the model's
+    maximum length, as lm-evaluation-harness).
     """
     from evaluation.markdown import render_markdown
 
+    if split not in EVALUATION_SPLITS:
+        raise ValueError(f"split must be one of {EVALUATION_SPLITS}, got {split!r}")
+    if scoring not in SCORING_MODES:
+        raise ValueError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
+    if stride is not None and scoring != "documents":
+        raise ValueError(f"stride={stride} applies to scoring='documents' only (got scoring={scoring!r})")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model_and_tokenizer(model, tokenizer, device)
+    documents_mode = scoring == "documents"
+    if documents_mode:
+        max_length = causal_max_length(loaded.model)  # refuses the autoencoder before any data is read
+        if stride is not None and not 1 <= stride <= max_length:
+            raise ValueError(f"stride must be between 1 and the model's max length {max_length}, got {stride}")
     split_defaults = split_settings_for(data, loaded.run_config)
     evaluation_data = load_evaluation_data(
         data, loaded.tokenizer, evaluation_window_length(loaded.model.config), split=split,
@@ -415,12 +505,12 @@ def run_report(
         else validation_fraction,
         split_seed=split_defaults["split_seed"] if split_seed is None else split_seed,
         text_column=text_column, hub_split=hub_split, max_documents=max_documents, max_windows=max_windows,
-        max_primer_bytes=max_primer_bytes or None,
+        max_primer_bytes=max_primer_bytes or None, pack=not documents_mode,
     )
     options = {
         "batch_size": batch_size, "progress": progress, "embedding_formats": list(embedding_formats),
         "compressors": list(compressors), "max_primer_bytes": max_primer_bytes, "trivial_windows": trivial_windows,
-        "copy_windows": copy_windows, "seed": seed,
+        "copy_windows": copy_windows, "seed": seed, "scoring": scoring, "stride": stride,
     }
     report = build_report(loaded, evaluation_data, options)
     out = Path(out)
@@ -456,10 +546,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="builtin", help="corpus spec (builtin, *.txt/*.jsonl/*.parquet, Hub id)")
     parser.add_argument("--out", default=None, help="output folder (default: reports/<model folder name>)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
-    parser.add_argument("--split", default="validation", choices=("validation", "train"))
+    parser.add_argument("--split", default="validation", choices=EVALUATION_SPLITS,
+                        help="validation / train: that side of the training run's document split; all: every "
+                             "document of --data, no split (compressors not primed)")
+    parser.add_argument("--scoring", default="windows", choices=SCORING_MODES,
+                        help="windows: packed full windows as in training; documents: each document alone, "
+                             "every token, rolling windows (lm-evaluation-harness loglikelihood_rolling)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="--scoring documents: new tokens scored per window after the first (default: the "
+                             "model's max length, as lm-evaluation-harness; smaller = more context per token)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--max_windows", type=_optional_int, default=None, help="evaluate the first N windows")
+    parser.add_argument("--max_windows", type=_optional_int, default=None,
+                        help="evaluate the first N windows (--scoring windows)")
     parser.add_argument("--max_documents", type=_optional_int, default=None)
     parser.add_argument("--validation_fraction", type=float, default=None,
                         help="default: the training run's (run_config.json) when it used --data, else 0.05")
@@ -489,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_documents, args.validation_fraction, args.split_seed, args.text_column, args.hub_split,
             args.max_primer_bytes, args.compressors, args.embedding_formats, args.trivial_windows,
             args.copy_windows, args.seed, args.training_log, args.update_model_card, not args.no_progress,
+            scoring=args.scoring, stride=args.stride,
         )
     except (ValueError, FileNotFoundError, ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
