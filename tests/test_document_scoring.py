@@ -343,3 +343,17 @@ def test_lm_evaluation_harness_gives_the_same_bits_per_byte(model_folder, corpus
     assert [-value for value in loglikelihoods] == pytest.approx(ours.nll, rel=1e-4)
     harness_bpb = -sum(loglikelihoods) / (math.log(2) * sum(len(text.encode("utf-8")) for text in documents))
     assert harness_bpb == pytest.approx(ours.bits_per_byte, rel=1e-5)
+
+
+def test_lm_eval_task_files_hold_exactly_the_documents_the_report_scores(corpus, tmp_path):
+    from evaluation.lm_eval_task import evaluated_documents
+    from evaluation.lm_eval_task import main as task_main
+    from memmix_data import load_documents
+
+    path, documents = corpus
+    assert evaluated_documents(path, "all") == documents
+    assert task_main(["--data", path, "--split", "all", "--out", str(tmp_path / "task")]) == 0
+    assert load_documents(str(tmp_path / "task" / "documents.jsonl")) == documents
+    yaml_text = (tmp_path / "task" / "memmix_documents.yaml").read_text(encoding="utf-8")
+    assert "output_type: loglikelihood_rolling" in yaml_text
+    assert str((tmp_path / "task" / "documents.jsonl").resolve()) in yaml_text
