@@ -17,6 +17,7 @@ from .corpus import (
 )
 from .packing import (
     PackedWindows,
+    TooLittleTextError,
     corpus_fingerprint,
     load_or_build_windows,
     pack_documents,
@@ -36,6 +37,7 @@ __all__ = [
     "END_OF_TEXT",
     "HubUnreachableError",
     "PackedWindows",
+    "TooLittleTextError",
     "builtin_documents",
     "builtin_fingerprint",
     "check_local_files",

@@ -73,6 +73,10 @@ def split_documents(
 # ---------------------------------------------------------------------------------------------
 
 
+class TooLittleTextError(ValueError):
+    """The documents give fewer tokens than one window (callers can add advice for this case only)."""
+
+
 @dataclasses.dataclass
 class PackedWindows:
     """Fixed-length token windows and the exact number of text bytes each one stands for.
@@ -135,7 +139,7 @@ def pack_documents(
         raise ValueError(f"window must be a positive number of tokens, got {window}")
     stream = _token_stream(documents, tokenizer)
     if stream.numel() < window:
-        raise ValueError(
+        raise TooLittleTextError(
             f"Too little text: the documents give {stream.numel()} tokens (end-of-text tokens included), "
             f"one window needs {window}"
         )

@@ -384,8 +384,11 @@ def test_pack_windows_shapes_bytes_and_dataloader(small_documents, tokenizer):
 
 
 def test_too_little_text_says_how_many_tokens(tokenizer):
-    with pytest.raises(ValueError, match=r"give \d+ tokens.*needs 4096"):
+    from memmix_data import TooLittleTextError
+
+    with pytest.raises(TooLittleTextError, match=r"give \d+ tokens.*needs 4096") as info:
         pack_documents(["short text"], tokenizer, window=4096)
+    assert isinstance(info.value, ValueError)  # callers catching ValueError keep working
 
 
 def test_windows_cache_is_reused_and_keyed(tmp_path, small_documents, tokenizer):
