@@ -32,6 +32,8 @@ from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from modeling_memmix.families import FAMILIES, Family, family_of
+
 MIXER_BLOCK_LINEARS = ("ff.up", "ff.down", "mixing.in_proj", "mixing.out_proj")
 TRANSFORMER_BLOCK_LINEARS = (
     "self_attn.q_proj",
@@ -42,7 +44,6 @@ TRANSFORMER_BLOCK_LINEARS = (
     "mlp.up_proj",
     "mlp.down_proj",
 )
-FAMILIES = ("masked_mixer", "mixer_autoencoder", "memory_mixer")
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,18 @@ class AdapterScope:
 # ----- validation ---------------------------------------------------------------------------------------------
 
 
-def _config_of(model_or_config):
-    """The memmix config of a model (plain or PEFT-wrapped) or the config itself."""
+def _config_of(model_or_config) -> tuple[object, Family]:
+    """The memmix config of a model (plain, PEFT-wrapped or loaded as remote code) or the config itself, and its
+    family (`modeling_memmix.families`)."""
     config = getattr(model_or_config, "config", model_or_config)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
+    try:
+        return config, family_of(config)
+    except ValueError:
+        model_types = [family.model_type for family in FAMILIES.values()]
         raise ValueError(
-            f"expected a memmix model or config (model_type one of {list(FAMILIES)}), got "
-            f"{type(model_or_config).__name__} with model_type={model_type!r}"
-        )
-    return config
+            f"expected a memmix model or config (model_type one of {model_types}), got "
+            f"{type(model_or_config).__name__} with model_type={getattr(config, 'model_type', None)!r}"
+        ) from None
 
 
 def _check_lora_settings(rank: int, alpha: float, dropout: float, adapt_mixing: bool) -> None:
@@ -143,13 +146,13 @@ def _memory_scope(config, include_encoder: bool) -> AdapterScope:
     return AdapterScope(tuple(stacks), extras, "CAUSAL_LM")
 
 
-def _family_scope(config) -> AdapterScope:
+def _family_scope(config, family: Family) -> AdapterScope:
     """What `recommended_lora_config` adapts in each family."""
-    if config.model_type == "masked_mixer":
+    if family.name == "mixer":
         return AdapterScope(
             (StackScope("model.stack", config.block_type, config.num_hidden_layers),), (), "CAUSAL_LM"
         )
-    if config.model_type == "mixer_autoencoder":
+    if family.name == "autoencoder":
         stacks = (
             StackScope("encoder.stack", config.encoder_type, config.encoder_layers),
             StackScope("decoder", config.decoder_type, config.decoder_layers),
@@ -220,8 +223,8 @@ def recommended_lora_config(
 
     ``model_or_config`` may be a model (also one loaded with ``trust_remote_code``) or its config.
     """
-    config = _config_of(model_or_config)
-    scope = _family_scope(config)
+    config, family = _config_of(model_or_config)
+    scope = _family_scope(config, family)
     return _lora_config(config, scope, rank, alpha, dropout, adapt_mixing, None)
 
 
@@ -240,8 +243,8 @@ def memory_lora_config(
     `MemoryMixerForCausalLM.from_autoencoder`) can be listed in ``modules_to_save``; a decoder that is
     itself new should be trained in full instead (``from_autoencoder(..., freeze_encoder=True)``, no PEFT).
     """
-    config = _config_of(model_or_config)
-    if config.model_type != "memory_mixer":
+    config, family = _config_of(model_or_config)
+    if family.name != "memory":
         raise ValueError(
             f"memory_lora_config is for memory models (model_type 'memory_mixer'), got {config.model_type!r}; "
             "use recommended_lora_config"
