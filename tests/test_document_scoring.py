@@ -2,7 +2,7 @@
 in the report: hand-computable losses, rolling windows against a direct computation with the same contexts and
 against lm-evaluation-harness's window rule, and every document's bytes counted.
 
-Run from the repository root: ``python -m pytest -q tests/test_document_scoring.py`` (about 20 s on 2 CPUs).
+Run from the repository root: ``python -m pytest -q tests/test_document_scoring.py`` (about 70 s on the shared 2-CPU machine).
 The optional comparison with lm-evaluation-harness itself is skipped unless ``lm_eval`` is importable (it is not a
 dependency of memmix; see README "Evaluating a whole file").
 """
