@@ -107,9 +107,11 @@ def autoencoder_scores(
     desc = f"autoencoder ({embedding_format or 'float'})"
     for batch in _batches(input_ids, batch_size, desc, progress):
         batch = batch.to(device)
-        embedding = model.encode(batch, quantize=embedding_format or "fp32")
+        embedding = model.encode(batch, embedding_format=embedding_format or "fp32")
         if not isinstance(embedding, QuantizedEmbedding):
-            raise TypeError(f"encode(quantize=...) must return a QuantizedEmbedding, got {type(embedding).__name__}")
+            raise TypeError(
+                f"encode(embedding_format=...) must return a QuantizedEmbedding, got {type(embedding).__name__}"
+            )
         bits.append(embedding.bits_per_vector)
         logits = model.decode(embedding)
         losses.append(position_losses(logits, batch).double().cpu())
@@ -124,29 +126,6 @@ def autoencoder_scores(
 # ---------------------------------------------------------------------------------------------
 
 
-def _chunks_alone_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Each n_ctx-token chunk fed to the model as its own one-chunk sequence; logits in sequence order."""
-    batch, length = input_ids.shape
-    chunk = model.config.n_ctx
-    logits = model(input_ids=input_ids.reshape(batch * (length // chunk), chunk)).logits
-    return logits.reshape(batch, length, -1)
-
-
-def _oracle_zero_memory_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Oracle decoding with every chunk's memory slot set to zeros instead of its own embedding."""
-    config = model.config
-    batch, length = input_ids.shape
-    chunk = config.n_ctx
-    num_chunks = length // chunk
-    token_embeds = model.embed_tokens(input_ids.reshape(batch * num_chunks, chunk))  # (B*n, C, w')
-    memory_width = config.memory_concat_dim if config.combine == "concat" else config.hidden_size
-    slots = token_embeds.new_zeros(batch * num_chunks, 1, memory_width)  # (B*n, 1, w)
-    flat = model.combine(slots, token_embeds)
-    positions = (config.num_memory_slots + torch.arange(chunk, device=input_ids.device))[None, :]
-    hidden = model.decode_chunks(flat.view(batch, num_chunks, *flat.shape[1:]), positions.expand(num_chunks, -1))
-    return model.lm_head(hidden)
-
-
 def _check_whole_chunks(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
     chunk = model.config.n_ctx
     if input_ids.shape[1] % chunk:
@@ -158,10 +137,9 @@ def memory_token_losses_without_memories(
 ) -> torch.Tensor:
     """Next-token losses (N, T - 1) of a memory model with its memories removed (see the module docstring)."""
     _check_whole_chunks(model, input_ids)
-    logits_of = _oracle_zero_memory_logits if model.config.memory_mode == "oracle" else _chunks_alone_logits
     return _run_batched(
-        input_ids, lambda ids: next_token_losses(logits_of(model, ids), ids), model, batch_size,
-        "memory model (memories removed)", progress,
+        input_ids, lambda ids: next_token_losses(model(input_ids=ids, without_memories=True).logits, ids), model,
+        batch_size, "memory model (memories removed)", progress,
     )
 
 
@@ -175,18 +153,13 @@ def memory_token_losses_with_format(
     model: torch.nn.Module, input_ids: torch.Tensor, embedding_format: str | None, batch_size: int = 8,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Next-token losses of a memory model whose memories are stored in `embedding_format` (None = float).
-
-    The model reads the storage format from ``config.embedding_quantization``; it is set for this call
-    only and restored afterwards.
-    """
-    config = model.config
-    saved = config.embedding_quantization
-    config.embedding_quantization = None if embedding_format in (None, "fp32") else embedding_format
-    try:
-        return causal_token_losses(model, input_ids, batch_size, progress, f"memory model ({embedding_format})")
-    finally:
-        config.embedding_quantization = saved
+    """Next-token losses of a memory model whose memories are stored in `embedding_format` (None = float)."""
+    stored = embedding_format or "fp32"
+    return _run_batched(
+        input_ids,
+        lambda ids: next_token_losses(model(input_ids=ids, embedding_format=stored).logits, ids),
+        model, batch_size, f"memory model ({embedding_format})", progress,
+    )
 
 
 @torch.no_grad()

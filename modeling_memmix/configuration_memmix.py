@@ -67,8 +67,9 @@ class MemmixBaseConfig(PreTrainedConfig):
         num_attention_heads: heads of the Llama blocks used by ``"transformer"`` stacks.
         layer_norm_eps: epsilon of the layer norms.
         initializer_range: std of the normal init of linear and embedding weights.
-        embedding_quantization: optional default format (one of ``EMBEDDING_FORMATS``) for embeddings
-            that an encoder hands on; ``None`` keeps float embeddings.
+        embedding_format: optional storage format (one of ``EMBEDDING_FORMATS``) of the embeddings an encoder
+            hands on (the decoder reads them as stored); ``None`` keeps float embeddings. Checkpoints saved
+            before this name was chosen call it ``embedding_quantization``; that name is still read.
         embedding_noise: quantization-aware training: ``None``, or a format whose half-step uniform noise
             is added to the embedding in training mode.
         embedding_noise_position: ``"embedding"`` adds that noise to the (bottlenecked) embedding;
@@ -93,11 +94,16 @@ class MemmixBaseConfig(PreTrainedConfig):
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
-    embedding_quantization: str | None = None
+    embedding_format: str | None = None
     embedding_noise: str | None = None
     embedding_noise_position: str = "embedding"
 
     def __post_init__(self, **kwargs):
+        if "embedding_quantization" in kwargs:  # the name checkpoints saved before 0.2 use
+            legacy = kwargs.pop("embedding_quantization")
+            if legacy is not None:
+                _check_choice("embedding_quantization", legacy, EMBEDDING_FORMATS)  # name the field the user gave
+                self.embedding_format = legacy
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "n_ctx"):
             _check_positive(name, getattr(self, name))  # the defaults below are computed from these
         self.fill_defaults()
@@ -120,7 +126,7 @@ class MemmixBaseConfig(PreTrainedConfig):
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
             )
-        for name in ("embedding_quantization", "embedding_noise"):
+        for name in ("embedding_format", "embedding_noise"):
             value = getattr(self, name)
             if value is not None:
                 _check_choice(name, value, EMBEDDING_FORMATS)
@@ -129,6 +135,20 @@ class MemmixBaseConfig(PreTrainedConfig):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ValueError(f"{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+
+    @property
+    def embedding_quantization(self) -> str | None:
+        """Former name of `embedding_format` (read and written through to it)."""
+        return self.embedding_format
+
+    @embedding_quantization.setter
+    def embedding_quantization(self, value: str | None) -> None:
+        self.embedding_format = value
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Most tokens one forward pass accepts (the memory model overrides this)."""
+        return self.n_ctx
 
     def ff_size(self, width: int) -> int:
         """Feed-forward width for a stack of ``width`` channels (``intermediate_size`` scaled)."""
@@ -150,10 +170,6 @@ class MixerConfig(MemmixBaseConfig):
     def validate_memmix(self) -> None:
         super().validate_memmix()
         _check_choice("block_type", self.block_type, BLOCK_TYPES)
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.n_ctx
 
 
 class MixerAutoencoderConfig(MemmixBaseConfig):
@@ -290,6 +306,17 @@ class MemoryMixerConfig(MemmixBaseConfig):
             )
 
     @property
+    def memory_width(self) -> int:
+        """Width of a memory as the decoder reads it: ``memory_concat_dim`` with ``combine="concat"``, else
+        ``hidden_size``."""
+        return self.memory_concat_dim if self.combine == "concat" else self.hidden_size
+
+    @property
+    def token_width(self) -> int:
+        """Width of the decoder's token vectors: narrowed by ``memory_concat_dim`` with ``combine="concat"``."""
+        return self.hidden_size - self.memory_concat_dim if self.combine == "concat" else self.hidden_size
+
+    @property
     def num_memory_slots(self) -> int:
         """Leading decoder positions reserved for memories (token combination only)."""
         if self.combine != "token":
@@ -303,6 +330,7 @@ class MemoryMixerConfig(MemmixBaseConfig):
 
     @property
     def max_sequence_length(self) -> int:
+        """Most tokens the model reads: the current chunk and ``max_memories`` earlier ones."""
         return self.n_ctx * (self.max_memories + 1)
 
 

@@ -37,7 +37,8 @@ which does not exist before its tokens do.
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
+
+from .memory_modes import join_memories
 
 
 def sliding_keep(n_ctx: int) -> int:
@@ -135,11 +136,8 @@ class MemmixCache:
     (`reorder_cache`) and batch expansion (`batch_repeat_interleave`, `batch_select_indices`) apply to all.
 
     Attributes:
-        histories: one preallocated mixer history per decoder layer (mixer stacks), else ``None``.
-        kv: a transformers ``DynamicCache`` (transformer stacks), else ``None``.
-        positions: ``(B,)`` next decoder position of each row.
-        key_limit / prefill_columns: transformer stacks only: row ``b`` reads cached keys ``< key_limit[b]``
-            of the prefill (the rest is padding) and every key from column ``prefill_columns`` on.
+        decoder: the decoder stack's own incremental state (`MixerStackState` or `TransformerStackState`, made by
+            the stack's ``start``); the cache never looks inside it.
         token_ids: ``(B, n_ctx)`` tokens of the current window (mixer) or chunk (memory model).
         token_counts: ``(B,)`` tokens held in ``token_ids``.
         memories / memory_counts: memory model: decoder-side memories ``(B, slots, w)`` and how many are set.
@@ -149,14 +147,10 @@ class MemmixCache:
 
     is_compileable = False
     is_croppable = False
-    ROW_FIELDS = ("positions", "key_limit", "token_ids", "token_counts", "memories", "memory_counts", "last_hidden")
+    ROW_FIELDS = ("token_ids", "token_counts", "memories", "memory_counts", "last_hidden")
 
     def __init__(self, token_capacity: int, batch_size: int, device: torch.device):
-        self.histories: list[torch.Tensor] | None = None
-        self.kv: DynamicCache | None = None
-        self.positions = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.key_limit: torch.Tensor | None = None
-        self.prefill_columns = 0
+        self.decoder = None
         self.token_ids = torch.zeros(batch_size, token_capacity, dtype=torch.long, device=device)
         self.token_counts = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.memories: torch.Tensor | None = None
@@ -165,8 +159,13 @@ class MemmixCache:
         self.seen = 0
 
     @property
+    def positions(self) -> torch.Tensor:
+        """``(B,)`` next decoder position of each row."""
+        return self.decoder.positions
+
+    @property
     def batch_size(self) -> int:
-        return self.positions.shape[0]
+        return self.token_ids.shape[0]
 
     @property
     def is_linear(self) -> list[bool]:
@@ -175,102 +174,26 @@ class MemmixCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
 
-    def _map_rows(self, function) -> None:
+    def _index_rows(self, index: torch.Tensor) -> None:
         for name in self.ROW_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, function(value))
-        if self.histories is not None:
-            self.histories = [function(history) for history in self.histories]
+                setattr(self, name, value[index.to(value.device)])
+        self.decoder.index_rows(index)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: row ``i`` continues from row ``beam_idx[i]``."""
-        self._map_rows(lambda tensor: tensor.index_select(0, beam_idx.to(tensor.device)))
-        if self.kv is not None:
-            self.kv.reorder_cache(beam_idx)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self._map_rows(lambda tensor: tensor.repeat_interleave(repeats, dim=0))
-        if self.kv is not None:
-            self.kv.batch_repeat_interleave(repeats)
+        self._index_rows(beam_idx)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._map_rows(lambda tensor: tensor[indices])
-        if self.kv is not None:
-            self.kv.batch_select_indices(indices)
+        self._index_rows(indices)
 
-
-# ----- running a stack on the cache ---------------------------------------------------------------------------
-
-
-def is_mixer_stack(stack) -> bool:
-    return hasattr(stack, "new_histories")
-
-
-def prefill_stack(stack, inputs: torch.Tensor, lengths: torch.Tensor, cache: MemmixCache) -> torch.Tensor:
-    """Fresh decoder state from ``inputs (B, W, d)`` (row ``b`` valid up to ``lengths[b]``, padding after)."""
-    if is_mixer_stack(stack):
-        cache.histories = stack.new_histories(inputs.shape[0], inputs.dtype, inputs.device)
-        hidden = stack(inputs, cache.histories, 0)
-    else:
-        cache.kv = DynamicCache(config=stack.llama_config)
-        hidden = stack(inputs, cache=cache.kv) if inputs.shape[1] else inputs
-        cache.key_limit = lengths.clone()
-        cache.prefill_columns = inputs.shape[1]
-    cache.positions = lengths.clone()
-    return hidden
-
-
-def prefill_rows(stack, inputs: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, cache: MemmixCache) -> None:
-    """Restart the decoder state of the batch rows ``rows`` from ``inputs (n, W, d)``; other rows keep theirs."""
-    if is_mixer_stack(stack):
-        histories = stack.new_histories(inputs.shape[0], inputs.dtype, inputs.device)
-        if inputs.shape[1]:
-            stack(inputs, histories, 0)
-        for history, fresh in zip(cache.histories, histories, strict=True):
-            history[rows] = fresh
-        cache.positions[rows] = lengths
-        return
-    if rows.numel() != cache.batch_size:
-        raise ValueError(
-            "a transformer decoder keeps one key/value cache for the whole batch, so all rows must start a new "
-            "chunk together; generate prompts of equal length (or one at a time) with decoder_type='transformer'"
-        )
-    prefill_stack(stack, inputs, lengths, cache)
-
-
-def transformer_step_mask(cache: MemmixCache, new: int) -> torch.Tensor | None:
-    """``(B, 1, q, K)`` boolean mask for ``q`` new positions: prefill padding hidden, causal among new keys."""
-    total = cache.kv.get_seq_length() + new
-    device = cache.positions.device
-    columns = torch.arange(total, device=device)
-    valid = (columns[None, :] < cache.key_limit[:, None]) | (columns[None, :] >= cache.prefill_columns)
-    if new == 1 and bool(valid.all()):
-        return None
-    causal = columns[None, :] <= (total - new + torch.arange(new, device=device))[:, None]  # (q, K)
-    return (valid[:, None, :] & causal[None]).unsqueeze(1)
-
-
-def step_stack(stack, inputs: torch.Tensor, cache: MemmixCache, capacity: int) -> torch.Tensor:
-    """Run ``inputs (B, q, d)`` as the next ``q`` positions of every row; returns ``(B, q, d)``."""
-    new = inputs.shape[1]
-    start = cache.positions
-    longest = int(start.max()) + new
-    if longest > capacity:
-        raise ValueError(
-            f"generation reached {longest} positions, past this decoder's n_ctx={capacity}; lower "
-            "max_new_tokens or pass sliding_window=True to generate"
-        )
-    if is_mixer_stack(stack):
-        shared = int(start[0])
-        shared_start = shared if bool((start == shared).all()) else start
-        hidden = stack(inputs, cache.histories, shared_start)
-    else:
-        position_ids = start[:, None] + torch.arange(new, device=start.device)
-        mask = transformer_step_mask(cache, new)
-        hidden = stack(inputs, cache=cache.kv, position_ids=position_ids, attention_mask=mask)
-    cache.positions = start + new
-    return hidden
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        for name in self.ROW_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.repeat_interleave(repeats, dim=0))
+        self.decoder.repeat_rows(repeats)
 
 
 def write_tokens(cache: MemmixCache, input_ids: torch.Tensor) -> None:
@@ -299,7 +222,8 @@ def window_prefill(model, ids: torch.Tensor, lengths: torch.Tensor, cache: Memmi
     cache.token_ids.zero_()
     cache.token_ids[:, : ids.shape[1]] = ids
     cache.token_counts = lengths.clone()
-    return prefill_stack(model.stack, model.embed_tokens(ids), lengths, cache)
+    hidden, cache.decoder = model.stack.start(model.embed_tokens(ids), lengths)
+    return hidden
 
 
 def keep_newest(ids: torch.Tensor, lengths: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor,
@@ -339,7 +263,7 @@ def mixer_cached_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Te
     if sliding_window and bool((cache.positions + new > capacity).any()):
         return slide_window(model, input_ids, cache), cache
     write_tokens(cache, input_ids)
-    return step_stack(model.stack, model.embed_tokens(input_ids), cache, capacity), cache
+    return model.stack.step(model.embed_tokens(input_ids), cache.decoder), cache
 
 
 def slide_window(model, input_ids: torch.Tensor, cache: MemmixCache) -> torch.Tensor:
@@ -356,92 +280,8 @@ def slide_window(model, input_ids: torch.Tensor, cache: MemmixCache) -> torch.Te
 
 
 # ----- memory model --------------------------------------------------------------------------------------------
-
-
-def check_memory_generation(config) -> None:
-    if config.memory_mode == "oracle":
-        raise ValueError(
-            "memory_mode='oracle' cannot generate: each chunk reads an embedding of itself, which does not exist "
-            "before its tokens are generated; use memory_mode='past' or 'recurrent'"
-        )
-
-
-def past_memories(model, ids: torch.Tensor, chunk_index: torch.Tensor, sliding_window: bool) -> tuple[
-        torch.Tensor, torch.Tensor]:
-    """Past mode prefill: encode every needed earlier chunk of every row in one encoder call.
-
-    Returns decoder-side memories ``(B, max_memories, w)`` (oldest first) and their counts ``(B,)``.
-    """
-    config = model.config
-    chunk, slots = config.n_ctx, config.max_memories
-    if int(chunk_index.max()) > slots and not sliding_window:
-        raise ValueError(
-            f"prompt needs {int(chunk_index.max())} memories, more than max_memories={slots}; shorten it or pass "
-            "sliding_window=True to generate (the oldest memories are then dropped)"
-        )
-    first = (chunk_index - slots).clamp(min=0)
-    most = int(chunk_index.max())
-    chunk_numbers = torch.arange(most, device=ids.device)[None, :]  # (1, n)
-    needed = (chunk_numbers >= first[:, None]) & (chunk_numbers < chunk_index[:, None])  # (B, n)
-    chunks = ids[:, : most * chunk].reshape(ids.shape[0], most, chunk)[needed]  # (N, C)
-    width = config.memory_concat_dim if config.combine == "concat" else config.hidden_size
-    memories = ids.new_zeros(ids.shape[0], slots, width, dtype=model.embed_tokens.weight.dtype)
-    if chunks.shape[0]:
-        encoded = model.project_memories(model.encode_chunks(chunks.unsqueeze(0)))[0]  # (N, w)
-        row, number = needed.nonzero(as_tuple=True)
-        memories[row, number - first[row]] = encoded.to(memories.dtype)
-    return memories, chunk_index - first
-
-
-def recurrent_memories(model, ids: torch.Tensor, chunk_index: torch.Tensor) -> torch.Tensor:
-    """Recurrent mode prefill: decode the earlier chunks in order; each row keeps the memory of its current chunk."""
-    chunk = model.config.n_ctx
-    memory = model.initial_memory.expand(ids.shape[0], 1, -1)
-    current = memory.clone()  # the cache writes into it: never a view of the parameter
-    for number in range(int(chunk_index.max())):
-        token_embeds = model.embed_tokens(ids[:, number * chunk : (number + 1) * chunk])
-        hidden = model.decoder(model.combine(memory, token_embeds))
-        memory = model.recurrent_proj(hidden[:, -1:])
-        current = torch.where((chunk_index > number)[:, None, None], memory, current)
-    return current
-
-
-def memory_slot_inputs(model, cache: MemmixCache, rows: torch.Tensor | None = None) -> tuple[torch.Tensor,
-                                                                                               torch.Tensor]:
-    """Leading memory positions of a chunk (``combine="token"``) for ``rows``: ``(n, P, w)`` and lengths ``(n,)``."""
-    config = model.config
-    memories = cache.memories if rows is None else cache.memories[rows]
-    counts = cache.memory_counts if rows is None else cache.memory_counts[rows]
-    if config.memory_mode == "recurrent":
-        return memories, torch.ones_like(counts)
-    visible = torch.arange(memories.shape[1], device=memories.device)[None, :] < counts[:, None]
-    slots = memories * visible[..., None]
-    if config.memory_positions == "variable":
-        return slots, counts.clone()
-    return slots, torch.full_like(counts, memories.shape[1])
-
-
-def single_memory(model, cache: MemmixCache) -> torch.Tensor:
-    """``combine="concat"/"sum"``: the one memory ``(B, 1, w)`` added to every token of the current chunk."""
-    if model.config.memory_mode == "recurrent":
-        return cache.memories
-    return cache.memories[:, -1:] * (cache.memory_counts > 0)[:, None, None]
-
-
-def chunk_decoder_inputs(model, cache: MemmixCache, token_embeds: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                          torch.Tensor]:
-    """Decoder input of each row's current chunk ``(B, P + K, d)`` and where its tokens start ``(B,)``."""
-    if model.config.combine != "token":
-        starts = torch.zeros_like(cache.memory_counts)
-        return model.combine(single_memory(model, cache), token_embeds), starts
-    slots, starts = memory_slot_inputs(model, cache)
-    joined = torch.cat([slots, token_embeds], dim=1)
-    total, prefix = joined.shape[1], slots.shape[1]
-    position = torch.arange(total, device=joined.device)[None, :]
-    # row b: its memories at 0 .. starts[b]-1, then its tokens (variable positions close the gap)
-    source = torch.where(position < starts[:, None], position, position - starts[:, None] + prefix)
-    source = source.clamp(max=total - 1)
-    return joined.gather(1, source[..., None].expand(-1, -1, joined.shape[-1])), starts
+# The memory mode (``memory_modes.py``) decides which memories a chunk reads; `join_memories` builds the decoder
+# input; the decoder stack runs its own incremental path. Nothing here depends on the mode or the stack type.
 
 
 def memory_cached_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -450,9 +290,8 @@ def memory_cached_hidden(model, input_ids: torch.Tensor, attention_mask: torch.T
 
     Prefill returns ``(B, 1, d)`` for the last prompt token; a step with ``q`` tokens returns ``(B, q, d)``.
     """
-    config = model.config
-    check_memory_generation(config)
-    check_cached_input(input_ids, config.vocab_size)
+    model.memory_mode.check_can_generate()
+    check_cached_input(input_ids, model.config.vocab_size)
     if cache is None:
         hidden, cache = memory_prefill(model, input_ids, attention_mask, sliding_window)
         return model.norm(hidden), cache
@@ -461,6 +300,15 @@ def memory_cached_hidden(model, input_ids: torch.Tensor, attention_mask: torch.T
         outputs.append(memory_step(model, input_ids[:, column : column + 1], cache, sliding_window))
     cache.seen += input_ids.shape[1]
     return model.norm(torch.cat(outputs, dim=1)), cache
+
+
+def chunk_inputs(model, cache: MemmixCache, token_embeds: torch.Tensor,
+                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder input of the current chunk of ``rows`` (default all) from its memories and ``token_embeds``,
+    and where its tokens start."""
+    slots, visible = model.memory_mode.visible_slots(cache, rows)
+    return join_memories(slots, visible, token_embeds, model.config.combine,
+                         model.memory_mode.variable_positions)
 
 
 def memory_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -479,57 +327,33 @@ def memory_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     chunk_index = (lengths - 1) // chunk
     in_chunk = lengths - chunk_index * chunk
     cache = MemmixCache(chunk, input_ids.shape[0], input_ids.device)
-    if config.memory_mode == "recurrent":
-        cache.memories = recurrent_memories(model, ids, chunk_index)
-        cache.memory_counts = torch.ones_like(lengths)
-    else:
-        cache.memories, cache.memory_counts = past_memories(model, ids, chunk_index, sliding_window)
+    cache.memories, cache.memory_counts = model.memory_mode.prefill_memories(model, ids, chunk_index, sliding_window)
     # the current chunk of each row, left-aligned: (B, K)
     columns = chunk_index[:, None] * chunk + torch.arange(int(in_chunk.max()), device=ids.device)[None, :]
     current = ids.gather(1, columns.clamp(max=ids.shape[1] - 1))
     cache.token_ids[:, : current.shape[1]] = current
     cache.token_counts = in_chunk.clone()
-    inputs, starts = chunk_decoder_inputs(model, cache, model.embed_tokens(current))
-    if not is_mixer_stack(model.decoder) and not (bool((starts == starts[0]).all())
-                                                   and bool((in_chunk == in_chunk[0]).all())):
+    inputs, starts = chunk_inputs(model, cache, model.embed_tokens(current))
+    ends = starts + in_chunk
+    ragged = not (bool((starts == starts[0]).all()) and bool((in_chunk == in_chunk[0]).all()))
+    if ragged and not model.decoder.restarts_rows_alone:
         raise ValueError(
             "ragged prompts (different lengths) are not supported by the memory model with "
             "decoder_type='transformer'; generate them one at a time or pad them to equal length"
         )
-    hidden = prefill_stack(model.decoder, inputs, starts + in_chunk, cache)
-    last = (starts + in_chunk - 1)[:, None, None].expand(-1, 1, hidden.shape[-1])
-    cache.last_hidden = hidden.gather(1, last)[:, 0]
+    hidden, cache.decoder = model.decoder.start(inputs, ends)
+    cache.last_hidden = hidden.gather(1, (ends - 1)[:, None, None].expand(-1, 1, hidden.shape[-1]))[:, 0]
     cache.seen = input_ids.shape[1]
     return cache.last_hidden[:, None], cache
 
 
 def start_new_chunk(model, cache: MemmixCache, rows: torch.Tensor, sliding_window: bool) -> None:
     """Rows whose chunk is full: turn it into a memory and restart their decoder on an empty chunk."""
-    config = model.config
-    if config.memory_mode == "recurrent":
-        cache.memories[rows] = model.recurrent_proj(cache.last_hidden[rows][:, None])
-    else:
-        counts = cache.memory_counts[rows]
-        if bool((counts >= config.max_memories).any()) and not sliding_window:
-            raise ValueError(
-                f"generation needs more than max_memories={config.max_memories} memories; lower max_new_tokens or "
-                "pass sliding_window=True to generate (the oldest memory is then dropped)"
-            )
-        encoded = model.project_memories(model.encode_chunks(cache.token_ids[rows].unsqueeze(0)))[0]
-        memories = cache.memories[rows]
-        full = counts >= config.max_memories
-        memories = torch.where(full[:, None, None], memories.roll(-1, dims=1), memories)
-        counts = counts - full.long()
-        memories[torch.arange(rows.numel(), device=rows.device), counts] = encoded.to(memories.dtype)
-        cache.memories[rows] = memories
-        cache.memory_counts[rows] = counts + 1
+    model.memory_mode.store_chunk(model, cache, rows, sliding_window)
     cache.token_counts[rows] = 0
-    if config.combine == "token":
-        slots, starts = memory_slot_inputs(model, cache, rows)
-        prefill_rows(model.decoder, slots, starts, rows, cache)
-    else:
-        empty = cache.memories.new_zeros(rows.numel(), 0, config.hidden_size)
-        prefill_rows(model.decoder, empty, torch.zeros_like(rows), rows, cache)
+    no_tokens = cache.memories.new_zeros(rows.numel(), 0, model.config.token_width)
+    inputs, starts = chunk_inputs(model, cache, no_tokens, rows)
+    model.decoder.restart_rows(cache.decoder, inputs, starts, rows)
 
 
 def memory_step(model, input_ids: torch.Tensor, cache: MemmixCache, sliding_window: bool) -> torch.Tensor:
@@ -539,11 +363,9 @@ def memory_step(model, input_ids: torch.Tensor, cache: MemmixCache, sliding_wind
         start_new_chunk(model, cache, full, sliding_window)
     write_tokens(cache, input_ids)
     token_embeds = model.embed_tokens(input_ids)
-    if model.config.combine == "token":
-        inputs = token_embeds
-    else:
-        inputs = model.combine(single_memory(model, cache), token_embeds)
-    hidden = step_stack(model.decoder, inputs, cache, model.config.decoder_n_ctx)
+    # leading memory positions are already in the decoder's state; sum/concat join the memory to each token
+    inputs = token_embeds if model.config.combine == "token" else chunk_inputs(model, cache, token_embeds)[0]
+    hidden = model.decoder.step(inputs, cache.decoder)
     cache.last_hidden = hidden[:, -1]
     return hidden
 
@@ -564,8 +386,8 @@ class MemmixGenerationMixin:
         return False
 
     def generate(self, *args, sliding_window: bool = False, **kwargs):
-        if getattr(self.config, "memory_mode", None) is not None:
-            check_memory_generation(self.config)
+        if hasattr(self, "memory_mode"):
+            self.memory_mode.check_can_generate()
         if sliding_window:
             if kwargs.get("use_cache") is False:
                 raise ValueError("sliding_window=True needs the generation cache; drop use_cache=False")

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlamaConfig
+from transformers import DynamicCache, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 
@@ -243,6 +243,34 @@ class MixerStack(nn.Module):
         mixers = [next(m for m in layer.modules() if isinstance(m, MaskedTokenMixing)) for layer in self.layers]
         return [mixer.new_history(batch_size, dtype, device) for mixer in mixers]
 
+    # ----- incremental decoding: start, restart rows, step -------------------------------------------------------
+
+    restarts_rows_alone = True  # each batch row's state can start over while the others continue
+
+    def start(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, MixerStackState]:
+        """Fresh state from ``inputs (B, W, d)`` (row ``b`` valid up to ``lengths[b]``, padding after it, which a
+        causal stack never reads); returns the hidden states ``(B, W, d)`` and the state."""
+        state = MixerStackState(self.new_histories(inputs.shape[0], inputs.dtype, inputs.device), lengths.clone())
+        hidden = self(inputs, state.histories, 0) if inputs.shape[1] else inputs
+        return hidden, state
+
+    def restart_rows(self, state: MixerStackState, inputs: torch.Tensor, lengths: torch.Tensor,
+                     rows: torch.Tensor) -> None:
+        """Start batch rows ``rows`` over from ``inputs (n, W, d)``; the other rows keep their state."""
+        fresh = self.start(inputs, lengths)[1]
+        for history, new in zip(state.histories, fresh.histories, strict=True):
+            history[rows] = new
+        state.positions[rows] = lengths
+
+    def step(self, inputs: torch.Tensor, state: MixerStackState) -> torch.Tensor:
+        """Run ``inputs (B, q, d)`` as the next ``q`` positions of every row; returns ``(B, q, d)``."""
+        start = state.positions
+        check_capacity(start, inputs.shape[1], self.n_ctx)
+        shared = int(start[0])
+        hidden = self(inputs, state.histories, shared if bool((start == shared).all()) else start)
+        state.positions = start + inputs.shape[1]
+        return hidden
+
 
 class TransformerStack(nn.Module):
     """``depth`` Llama decoder layers (from transformers) with rotary positions, causal or bidirectional.
@@ -291,6 +319,102 @@ class TransformerStack(nn.Module):
         return x
 
 
+    # ----- incremental decoding: start, restart rows, step -------------------------------------------------------
+
+    restarts_rows_alone = False  # one key/value cache for the whole batch
+
+    def start(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, TransformerStackState]:
+        """Fresh state from ``inputs (B, W, d)`` (row ``b`` valid up to ``lengths[b]``; later prefill keys of a row
+        stay hidden from it); returns the hidden states ``(B, W, d)`` and the state."""
+        state = TransformerStackState(DynamicCache(config=self.llama_config), lengths.clone(), inputs.shape[1])
+        hidden = self(inputs, cache=state.kv) if inputs.shape[1] else inputs
+        return hidden, state
+
+    def restart_rows(self, state: TransformerStackState, inputs: torch.Tensor, lengths: torch.Tensor,
+                     rows: torch.Tensor) -> None:
+        """All rows start over from ``inputs``: a key/value cache cannot restart some rows alone."""
+        if rows.numel() != state.batch_size:
+            raise ValueError(
+                "a transformer decoder keeps one key/value cache for the whole batch, so all rows must start a new "
+                "chunk together; generate prompts of equal length (or one at a time) with decoder_type='transformer'"
+            )
+        state.__dict__.update(self.start(inputs, lengths)[1].__dict__)
+
+    def step(self, inputs: torch.Tensor, state: TransformerStackState) -> torch.Tensor:
+        """Run ``inputs (B, q, d)`` as the next ``q`` positions of every row; returns ``(B, q, d)``."""
+        start, new = state.positions, inputs.shape[1]
+        check_capacity(start, new, self.n_ctx)
+        position_ids = start[:, None] + torch.arange(new, device=start.device)
+        hidden = self(inputs, cache=state.kv, position_ids=position_ids, attention_mask=state.step_mask(new))
+        state.positions = start + new
+        return hidden
+
+
+# ----- incremental state of a stack (what a generation cache holds for its decoder) ------------------------------
+
+
+def check_capacity(start: torch.Tensor, new: int, capacity: int) -> None:
+    longest = int(start.max()) + new
+    if longest > capacity:
+        raise ValueError(
+            f"generation reached {longest} positions, past this decoder's n_ctx={capacity}; lower "
+            "max_new_tokens or pass sliding_window=True to generate"
+        )
+
+
+class MixerStackState:
+    """Incremental state of a `MixerStack`: one preallocated history ``(B, [h,] n_ctx, c)`` per layer and each
+    row's next position ``positions (B,)``. Rows can be reordered, selected and repeated (beam search)."""
+
+    def __init__(self, histories: list[torch.Tensor], positions: torch.Tensor):
+        self.histories, self.positions = histories, positions
+
+    @property
+    def batch_size(self) -> int:
+        return self.positions.shape[0]
+
+    def index_rows(self, index: torch.Tensor) -> None:
+        self.histories = [history[index.to(history.device)] for history in self.histories]
+        self.positions = self.positions[index.to(self.positions.device)]
+
+    def repeat_rows(self, repeats: int) -> None:
+        self.histories = [history.repeat_interleave(repeats, dim=0) for history in self.histories]
+        self.positions = self.positions.repeat_interleave(repeats, dim=0)
+
+
+class TransformerStackState:
+    """Incremental state of a `TransformerStack`: a transformers ``DynamicCache``, each row's next position, and
+    which prefill keys a row may read: ``key_limit[b]`` of them (the rest was padding), and every key from
+    column ``prefill_columns`` on."""
+
+    def __init__(self, kv: DynamicCache, lengths: torch.Tensor, prefill_columns: int):
+        self.kv, self.positions, self.key_limit, self.prefill_columns = kv, lengths, lengths.clone(), prefill_columns
+
+    @property
+    def batch_size(self) -> int:
+        return self.positions.shape[0]
+
+    def index_rows(self, index: torch.Tensor) -> None:
+        self.kv.reorder_cache(index)
+        self.positions, self.key_limit = self.positions[index], self.key_limit[index]
+
+    def repeat_rows(self, repeats: int) -> None:
+        self.kv.batch_repeat_interleave(repeats)
+        self.positions = self.positions.repeat_interleave(repeats, dim=0)
+        self.key_limit = self.key_limit.repeat_interleave(repeats, dim=0)
+
+    def step_mask(self, new: int) -> torch.Tensor | None:
+        """``(B, 1, q, K)`` boolean mask for ``q`` new positions: prefill padding hidden, causal among new keys
+        (``None`` when nothing is hidden and there is one new position)."""
+        total = self.kv.get_seq_length() + new
+        columns = torch.arange(total, device=self.positions.device)
+        valid = (columns[None, :] < self.key_limit[:, None]) | (columns[None, :] >= self.prefill_columns)
+        if new == 1 and bool(valid.all()):
+            return None
+        causal = columns[None, :] <= (total - new + torch.arange(new, device=columns.device))[:, None]  # (q, K)
+        return (valid[:, None, :] & causal[None]).unsqueeze(1)
+
+
 def cached_causal_mask(new: int, past: int, device: torch.device) -> torch.Tensor:
     """``(1, 1, new, past + new)`` boolean mask: every cached key, and causal order among the new queries."""
     keys = torch.arange(past + new, device=device)
@@ -303,4 +427,5 @@ def build_stack(block_type: str, width: int, depth: int, n_ctx: int, causal: boo
     return stack_class(width, depth, n_ctx, causal, config)
 
 
-__all__ = ["MaskedTokenMixing", "MixerBlock", "MixerStack", "TransformerStack", "build_stack"]
+__all__ = ["MaskedTokenMixing", "MixerBlock", "MixerStack", "MixerStackState", "TransformerStack",
+           "TransformerStackState", "build_stack"]

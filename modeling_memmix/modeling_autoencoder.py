@@ -94,15 +94,17 @@ class MixerAutoencoder(MemmixPreTrainedModel):
                 f"n_ctx={self.config.n_ctx} tokens"
             )
 
-    def encode(self, input_ids: torch.LongTensor, quantize: str | None = None) -> torch.Tensor | QuantizedEmbedding:
+    def encode(self, input_ids: torch.LongTensor,
+               embedding_format: str | None = None) -> torch.Tensor | QuantizedEmbedding:
         """(B, n_ctx) token ids -> (B, embedding_dim) embedding.
 
-        With ``quantize`` (one of ``"bf16", "fp16", "e4m3", "e5m2", "int8", "int4"``) the embedding is returned
-        as a `QuantizedEmbedding` holding the codes, the per-vector scale and its real size (``num_bits``).
+        With ``embedding_format`` (one of ``"fp32", "bf16", "fp16", "e4m3", "e5m2", "int8", "int4"``) the
+        embedding is returned as stored: a `QuantizedEmbedding` holding the codes, the per-vector scale and its
+        real size (``num_bits``).
         """
         self._check_window(input_ids)
         embedding = self.encoder(input_ids)
-        return embedding if quantize is None else quantize_embedding(embedding, quantize)
+        return embedding if embedding_format is None else quantize_embedding(embedding, embedding_format)
 
     def decoder_inputs(self, embedding: torch.Tensor) -> torch.Tensor:
         """(B, embedding_dim) -> (B, n_ctx, decoder width): repeated or unrolled embedding."""
@@ -130,7 +132,7 @@ class MixerAutoencoder(MemmixPreTrainedModel):
                 embedding_format: str | None = None, attention_mask: torch.Tensor | None = None,
                 num_items_in_batch: int | torch.Tensor | None = None, **kwargs) -> MemmixAutoencoderOutput:
         """Encode, decode, and score the reconstruction. The decoder reads the embedding stored in
-        ``embedding_format`` (default ``config.embedding_quantization``; ``None`` = float); in training the
+        ``embedding_format`` (default ``config.embedding_format``; ``None`` = float); in training the
         storage round trip passes gradients straight through to the encoder.
 
         The autoencoder embeds whole windows: an ``attention_mask`` (what a collator adds) must be all ones,
@@ -138,7 +140,7 @@ class MixerAutoencoder(MemmixPreTrainedModel):
         divides the summed loss by that count instead of taking this batch's mean."""
         self._check_no_padding(attention_mask, input_ids)
         embedding = self.encode(input_ids)
-        stored_format = embedding_format or self.config.embedding_quantization
+        stored_format = embedding_format or self.config.embedding_format
         logits = self.decode(embedding if stored_format is None else round_trip(embedding, stored_format))
         output = MemmixAutoencoderOutput(logits=logits, embedding=embedding)
         return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=False,

@@ -3,11 +3,11 @@
 Two uses, both on the embedding a memmix encoder hands to its decoder (any tensor ``(..., dim)``
 works; the last dim is "the vector"):
 
-* **After training**: ``quantize_embedding(x, fmt)`` returns a :class:`QuantizedEmbedding` that
+* **After training**: ``quantize_embedding(x, embedding_format)`` returns a :class:`QuantizedEmbedding` that
   really holds the low-bit codes (``num_bits`` is what it occupies); ``dequantize()`` gives back
-  floats for the decoder. ``round_trip(x, fmt)`` does both at once (with a straight-through
+  floats for the decoder. ``round_trip(x, embedding_format)`` does both at once (with a straight-through
   gradient, so an encoder trained through a storage format still learns).
-* **Quantization-aware training**: ``add_quantization_noise(x, fmt)`` (or the module
+* **Quantization-aware training**: ``add_quantization_noise(x, embedding_format)`` (or the module
   :class:`QuantizationNoise` in a forward path) adds uniform noise ``U(-Δ/2, Δ/2)``, half the
   target format's quantization step Δ on each side, so the decoder learns to read embeddings
   that will later be rounded to that grid.
@@ -102,16 +102,16 @@ FLOAT_FORMAT_SPECS = {
 }
 
 
-def check_format(fmt: str) -> str:
-    """Return ``fmt`` if it names a known format, else raise a ValueError listing the valid ones."""
-    if fmt not in ACCEPTED_FORMATS:
-        raise ValueError(f"unknown embedding format {fmt!r}; valid formats are {', '.join(ACCEPTED_FORMATS)}")
-    return fmt
+def check_format(embedding_format: str) -> str:
+    """Return ``embedding_format`` if it names a known format, else raise a ValueError listing the valid ones."""
+    if embedding_format not in ACCEPTED_FORMATS:
+        raise ValueError(f"unknown embedding format {embedding_format!r}; valid formats are {', '.join(ACCEPTED_FORMATS)}")
+    return embedding_format
 
 
-def is_integer_format(fmt: str) -> bool:
+def is_integer_format(embedding_format: str) -> bool:
     """True for the absmax-scaled integer formats (int8, int4)."""
-    return check_format(fmt) in INT_FORMAT_MAX_CODE
+    return check_format(embedding_format) in INT_FORMAT_MAX_CODE
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -138,25 +138,25 @@ def round_up_to_scale_dtype(scale: torch.Tensor) -> torch.Tensor:
     return torch.where(too_small, bigger, stored)
 
 
-def absmax_scale(x: torch.Tensor, fmt: str) -> torch.Tensor:
+def absmax_scale(x: torch.Tensor, embedding_format: str) -> torch.Tensor:
     """Per-vector scale ``absmax / max_code`` as stored (SCALE_DTYPE, rounded up), shape ``(..., 1)``."""
-    max_code = INT_FORMAT_MAX_CODE[fmt]
+    max_code = INT_FORMAT_MAX_CODE[embedding_format]
     absmax = x.detach().to(compute_dtype(x.dtype)).abs().amax(dim=-1, keepdim=True)  # (..., 1)
     if not torch.isfinite(absmax).all():
-        raise ValueError(f"cannot quantize an embedding with inf or NaN values to {fmt}")
+        raise ValueError(f"cannot quantize an embedding with inf or NaN values to {embedding_format}")
     scale = round_up_to_scale_dtype(absmax / max_code)
     if not torch.isfinite(scale).all():
         limit = torch.finfo(SCALE_DTYPE).max * max_code
         raise ValueError(
-            f"embedding absmax {absmax.max().item():.4g} is too large for {fmt} with a "
+            f"embedding absmax {absmax.max().item():.4g} is too large for {embedding_format} with a "
             f"{SCALE_DTYPE} scale (limit {limit:.4g})"
         )
     return scale
 
 
-def integer_codes(x: torch.Tensor, scale: torch.Tensor, fmt: str) -> torch.Tensor:
+def integer_codes(x: torch.Tensor, scale: torch.Tensor, embedding_format: str) -> torch.Tensor:
     """Round ``x / scale`` to int8 codes in [-max_code, max_code]; zero-scale vectors give zero codes."""
-    max_code = INT_FORMAT_MAX_CODE[fmt]
+    max_code = INT_FORMAT_MAX_CODE[embedding_format]
     work = compute_dtype(x.dtype)
     safe_scale = torch.where(scale > 0, scale.to(work), torch.ones_like(scale, dtype=work))
     codes = torch.round(x.to(work) / safe_scale).clamp_(-max_code, max_code)
@@ -190,15 +190,15 @@ def saturate(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.clamp(-limit, limit)
 
 
-def float_codes(x: torch.Tensor, fmt: str) -> torch.Tensor:
+def float_codes(x: torch.Tensor, embedding_format: str) -> torch.Tensor:
     """Cast ``x`` to the float format's dtype, saturating instead of overflowing."""
-    dtype = FLOAT_FORMAT_DTYPES[fmt]
-    if fmt == REFERENCE_FORMAT:
+    dtype = FLOAT_FORMAT_DTYPES[embedding_format]
+    if embedding_format == REFERENCE_FORMAT:
         return x.to(dtype)
     return saturate(x.to(compute_dtype(x.dtype)), dtype).to(dtype)
 
 
-def float_grid_step(x: torch.Tensor, fmt: str) -> torch.Tensor:
+def float_grid_step(x: torch.Tensor, embedding_format: str) -> torch.Tensor:
     """Spacing of the float format's grid at each value of ``x`` (same shape as ``x``).
 
     ``2 ** (clamp(floor(log2 |x|), min_exponent, max_exponent) - mantissa_bits)``: the distance
@@ -207,7 +207,7 @@ def float_grid_step(x: torch.Tensor, fmt: str) -> torch.Tensor:
     and the spacing of the top binade for values beyond it (those saturate). At an exact power of
     two this is the spacing *above* it; the one below is half as large.
     """
-    spec = FLOAT_FORMAT_SPECS[fmt]
+    spec = FLOAT_FORMAT_SPECS[embedding_format]
     work = x.detach().to(compute_dtype(x.dtype))
     _, exponent = torch.frexp(work)  # |x| = m * 2**exponent with m in [0.5, 1)
     binade = torch.where(work == 0, spec.min_exponent, exponent - 1)
@@ -291,18 +291,18 @@ class QuantizedEmbedding:
         return self[index.to(torch.long)]
 
 
-def quantize_embedding(x: torch.Tensor, fmt: str) -> QuantizedEmbedding:
-    """Quantize ``x`` of shape ``(..., dim)`` to ``fmt`` (see the module docstring for each format)."""
-    check_format(fmt)
+def quantize_embedding(x: torch.Tensor, embedding_format: str) -> QuantizedEmbedding:
+    """Quantize ``x`` of shape ``(..., dim)`` to ``embedding_format`` (see the module docstring for each format)."""
+    check_format(embedding_format)
     check_embedding(x)
     x = x.detach()
-    if fmt in INT_FORMAT_MAX_CODE:
-        scale = absmax_scale(x, fmt)
-        codes = integer_codes(x, scale, fmt)
-        if fmt == "int4":
+    if embedding_format in INT_FORMAT_MAX_CODE:
+        scale = absmax_scale(x, embedding_format)
+        codes = integer_codes(x, scale, embedding_format)
+        if embedding_format == "int4":
             codes = pack_int4(codes)
-        return QuantizedEmbedding(codes, scale, fmt, x.shape, x.dtype)
-    return QuantizedEmbedding(float_codes(x, fmt), None, fmt, x.shape, x.dtype)
+        return QuantizedEmbedding(codes, scale, embedding_format, x.shape, x.dtype)
+    return QuantizedEmbedding(float_codes(x, embedding_format), None, embedding_format, x.shape, x.dtype)
 
 
 def dequantize_embedding(q: QuantizedEmbedding) -> torch.Tensor:
@@ -310,37 +310,37 @@ def dequantize_embedding(q: QuantizedEmbedding) -> torch.Tensor:
     return q.dequantize()
 
 
-def round_trip(x: torch.Tensor, fmt: str) -> torch.Tensor:
-    """``dequantize(quantize(x, fmt))``: what the decoder sees after storage in ``fmt``.
+def round_trip(x: torch.Tensor, embedding_format: str) -> torch.Tensor:
+    """``dequantize(quantize(x, embedding_format))``: what the decoder sees after storage in ``embedding_format``.
 
     Rounding has no useful gradient, so the backward pass is straight-through: the value is exactly the
     stored one (``stored + (x - x)`` adds an exact zero), the gradient with respect to ``x`` is the
     identity. Training with a storage format therefore still trains whatever produced ``x`` (the encoder).
     """
-    stored = quantize_embedding(x, fmt).dequantize()
+    stored = quantize_embedding(x, embedding_format).dequantize()
     if not (x.requires_grad and torch.is_grad_enabled()):
         return stored
     return stored + (x - x.detach()).to(stored.dtype)
 
 
-def quantization_step(x: torch.Tensor, fmt: str) -> torch.Tensor:
-    """Quantization step Δ of ``fmt`` on ``x``, broadcastable to ``x``, computed without gradient.
+def quantization_step(x: torch.Tensor, embedding_format: str) -> torch.Tensor:
+    """Quantization step Δ of ``embedding_format`` on ``x``, broadcastable to ``x``, computed without gradient.
 
     int8 / int4: the stored per-vector scale (absmax / 127 or absmax / 7, bfloat16 rounded up),
     shape ``(..., 1)``. Float formats: the grid spacing at each element (see
     :func:`float_grid_step`), shape of ``x``; this is exact for values inside a binade and, at an
     exact power of two, takes the spacing above (twice the one below).
     """
-    check_format(fmt)
+    check_format(embedding_format)
     check_embedding(x)
-    if fmt in INT_FORMAT_MAX_CODE:
-        return absmax_scale(x.detach(), fmt).to(compute_dtype(x.dtype))
-    return float_grid_step(x, fmt)
+    if embedding_format in INT_FORMAT_MAX_CODE:
+        return absmax_scale(x.detach(), embedding_format).to(compute_dtype(x.dtype))
+    return float_grid_step(x, embedding_format)
 
 
 def add_quantization_noise(
     x: torch.Tensor,
-    fmt_or_step: str | float | torch.Tensor,
+    format_or_step: str | float | torch.Tensor,
     training: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -348,42 +348,42 @@ def add_quantization_noise(
 
     The noise amplitude is half the target quantization step on each side: every element moves by
     at most Δ/2 (the worst rounding error of the format), with mean 0 and standard deviation
-    Δ / sqrt(12). Δ is ``quantization_step(x.detach(), fmt)`` for a format name, or the given step
+    Δ / sqrt(12). Δ is ``quantization_step(x.detach(), embedding_format)`` for a format name, or the given step
     (a non-negative float or tensor broadcastable to ``x``). Δ carries no gradient, so the
     gradient with respect to ``x`` is the identity. Returns ``x`` itself when ``training`` is False.
     """
     if not training:
         return x
-    step = noise_step(x, fmt_or_step)
+    step = noise_step(x, format_or_step)
     uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=step.dtype) - 0.5
     return x + (uniform * step).to(x.dtype)
 
 
-def noise_step(x: torch.Tensor, fmt_or_step: str | float | torch.Tensor) -> torch.Tensor:
+def noise_step(x: torch.Tensor, format_or_step: str | float | torch.Tensor) -> torch.Tensor:
     """Δ for :func:`add_quantization_noise`: from a format name, or a checked non-negative step."""
-    if isinstance(fmt_or_step, str):
-        return quantization_step(x, fmt_or_step)
-    step = torch.as_tensor(fmt_or_step, device=x.device).detach().to(compute_dtype(x.dtype))
+    if isinstance(format_or_step, str):
+        return quantization_step(x, format_or_step)
+    step = torch.as_tensor(format_or_step, device=x.device).detach().to(compute_dtype(x.dtype))
     if not torch.isfinite(step).all() or (step < 0).any():
-        raise ValueError(f"quantization step must be finite and >= 0, got {fmt_or_step}")
+        raise ValueError(f"quantization step must be finite and >= 0, got {format_or_step}")
     return step
 
 
 class QuantizationNoise(nn.Module):
-    """Adds ``U(-Δ/2, Δ/2)`` noise of format ``fmt`` in training mode; identity in eval or if fmt is None.
+    """Adds ``U(-Δ/2, Δ/2)`` noise of format ``embedding_format`` in training mode; identity in eval or if embedding_format is None.
 
     Put it where the embedding leaves the encoder; ``forward(x, force=True)`` adds the noise even
     in eval mode (e.g. to measure a model under simulated quantization).
     """
 
-    def __init__(self, fmt: str | None = None):
+    def __init__(self, embedding_format: str | None = None):
         super().__init__()
-        self.fmt = None if fmt is None else check_format(fmt)
+        self.embedding_format = None if embedding_format is None else check_format(embedding_format)
 
     def forward(self, x: torch.Tensor, force: bool = False) -> torch.Tensor:
-        if self.fmt is None:
+        if self.embedding_format is None:
             return x
-        return add_quantization_noise(x, self.fmt, training=self.training or force)
+        return add_quantization_noise(x, self.embedding_format, training=self.training or force)
 
     def extra_repr(self) -> str:
-        return f"fmt={self.fmt!r}"
+        return f"embedding_format={self.embedding_format!r}"

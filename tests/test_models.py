@@ -376,7 +376,7 @@ def test_past_fixed_layout_is_memories_then_padding_then_tokens():
     ids = random_ids(2, config.max_sequence_length)
     chunks = ids.view(2, -1, config.n_ctx)
     with torch.no_grad():
-        inputs, positions = model.past_decoder_inputs(ids)
+        inputs, positions = model.memory_mode.decoder_inputs(model, ids)
         memories = model.project_memories(model.encode_chunks(chunks))
         tokens = model.embed_tokens(chunks)
     slots = config.max_memories
@@ -395,7 +395,7 @@ def test_past_variable_layout_puts_tokens_right_after_memories():
     ids = random_ids(1, config.max_sequence_length)
     chunks = ids.view(1, -1, config.n_ctx)
     with torch.no_grad():
-        inputs, positions = model.past_decoder_inputs(ids)
+        inputs, positions = model.memory_mode.decoder_inputs(model, ids)
         memories = model.project_memories(model.encode_chunks(chunks))
         tokens = model.embed_tokens(chunks)
     for c in range(config.max_memories + 1):

@@ -184,7 +184,7 @@ def test_training_through_a_storage_format_trains_the_encoder(fmt):
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
     model.eval()
     with torch.no_grad():
-        assert torch.equal(model(ids).logits, model.decode(model.encode(ids, quantize=fmt)))
+        assert torch.equal(model(ids).logits, model.decode(model.encode(ids, embedding_format=fmt)))
     x = torch.randn(4, 12, requires_grad=True)
     stored = round_trip(x, fmt)
     assert torch.equal(stored, round_trip(x.detach(), fmt))  # the value is the stored one, bit for bit
@@ -226,7 +226,7 @@ def test_forward_with_embedding_format_decodes_the_stored_embedding(fmt):
     model = autoencoder("int8").eval()
     ids = random_ids(6)
     with torch.no_grad():
-        stored = model.encode(ids, quantize=fmt)
+        stored = model.encode(ids, embedding_format=fmt)
         assert torch.equal(model(ids, embedding_format=fmt).logits, model.decode(stored))
         assert torch.equal(model.decode(stored), model.decode(stored.dequantize()))
     assert stored.format == fmt and stored.num_vectors == 6
@@ -256,7 +256,7 @@ def test_report_charges_the_serialized_size_of_codes_and_scales(tokenizer, embed
     with torch.no_grad():
         report = evaluate_autoencoder(loaded, ids, options)["formats"]
         for fmt in ALL_FORMATS:
-            stored = model.encode(ids, quantize=fmt)
+            stored = model.encode(ids, embedding_format=fmt)
             serialized_bits = 8 * stored_bytes(quantized_tensors(stored))
             assert report[fmt]["bits_per_vector"] * 10 == serialized_bits, fmt
             assert autoencoder_scores(model, ids, fmt, batch_size=3)["bits_per_window"] * 10 == serialized_bits
