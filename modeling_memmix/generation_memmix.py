@@ -5,10 +5,13 @@ adapts transformers' ``generate`` (length limits checked before any work, the op
 How the cache works
 -------------------
 A causal mixing layer reads earlier positions only through its mixing matrix, so each mixer layer keeps one
-preallocated history ``(B, [h,] n_ctx, c)`` of the values it mixes (see ``mixer_layers.py``); a new token costs
-``O(t * d + d^2)`` per layer. Transformer stacks keep transformers' ``DynamicCache``. The cache also holds the
-token ids of the current window (to re-read it in sliding-window mode, or to encode a finished chunk into a
-memory) and, for the memory model, the memories the current chunk reads.
+preallocated history ``(B, [h,] n_ctx, c)`` of the values it mixes; a new token costs ``O(t * d + d^2)`` per
+layer. Transformer stacks keep transformers' ``DynamicCache``. Each stack owns that state and its incremental
+path (``start`` / ``restart_rows`` / ``step`` in ``mixer_layers.py``); the cache holds the decoder's state
+without knowing which stack made it, plus the token ids of the current window (to re-read it in sliding-window
+mode, or to encode a finished chunk into a memory) and, for the memory model, the memories the current chunk
+reads. Which memories those are is the memory mode's business (``memory_modes.py``), the same code that builds
+the training forward's inputs.
 
 Ragged batches (left padding)
 -----------------------------

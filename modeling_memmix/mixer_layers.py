@@ -16,7 +16,13 @@ through its mixing matrix, so each layer keeps one preallocated *history* ``(B, 
 it mixes (normalized inputs, or per-head values) and computes ``q`` new positions from row ``t`` of the matrix in
 ``O(t * c)`` (a grouped conv over the history for ``k > 1``). Pass ``history`` and ``start`` to the forward
 methods: ``start`` is an ``int`` when every row continues at the same position, or a ``(B,)`` tensor of
-per-row positions (ragged batches). The cache objects that own the histories live in ``generation_memmix.py``.
+per-row positions (ragged batches). The full forward and both cached paths run one function,
+`MaskedTokenMixing.mix_rows`, so cached equals full by construction.
+
+Each stack owns its incremental path: ``start(inputs, lengths)`` gives hidden states and a state object
+(`MixerStackState`: the histories; `TransformerStackState`: a transformers ``DynamicCache``),
+``restart_rows`` starts some rows over, ``step`` runs the next positions. The generation cache
+(``generation_memmix.py``) holds that state without looking inside it.
 """
 
 from __future__ import annotations
