@@ -137,7 +137,7 @@ class MemmixPreTrainedModel(PreTrainedModel):
     """Base class: weight init that keeps the mixing matrices at the seed's scale, and a Hub ``auto_map``
     that lists every Auto class a checkpoint of this family answers (``AUTO_MAP``)."""
 
-    base_model_prefix = "model"
+    base_model_prefix = ""  # the autoencoder and the memory model have no base model; the causal mixer sets "model"
     supports_gradient_checkpointing = False
     _no_split_modules = ["MixerBlock", "LlamaDecoderLayer"]
     _supports_sdpa = True

@@ -44,6 +44,7 @@ MIXER_AUTO_MAP = {
 
 class MixerPreTrainedModel(MemmixPreTrainedModel):
     config_class = MixerConfig
+    base_model_prefix = "model"  # MixerForCausalLM.model is the MixerModel that AutoModel gives
     AUTO_MAP = MIXER_AUTO_MAP
 
 
