@@ -5,7 +5,8 @@ output (model, optimizer, scheduler, RNG states), ``trainer_state.json`` (step a
 ``run_config.json`` (the resolved configuration) and, written last, the marker file ``COMPLETE``.
 Everything is first written to ``.tmp-step_000040`` and renamed into place only after the marker
 exists, so a crash during the save leaves at most a ``.tmp-*`` folder, which is ignored and removed
-by the next save. Exported models (``save_pretrained``) are separate; see `memmix_train.export`.
+by the next save. `find_resume_checkpoint` picks the checkpoint a run continues from and refuses one of another
+model. Exported models (``save_pretrained``) are separate; see `memmix_train.export`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from .config import save_config
+from .config import RunConfig, save_config, train_default
 
 COMPLETE_MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.json"
@@ -68,7 +69,7 @@ def save_checkpoint(
     output_dir: str | os.PathLike,
     step: int,
     trainer_state: dict[str, Any],
-    run_config: dict[str, Any],
+    run_config: RunConfig | dict[str, Any],
     keep: int = 2,
 ) -> Path:
     """Save a resumable checkpoint atomically; every process must call this (sharded states)."""
@@ -109,3 +110,39 @@ def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> dict[s
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+# train keys a resumed run must share with its checkpoint (they decide which weights the state holds)
+FINE_TUNE_KEYS = ("init_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_adapt_mixing", "lora_decoder_only")
+
+
+def find_resume_checkpoint(config: RunConfig, accelerator: Accelerator, log_file: str) -> Path | None:
+    """The checkpoint to resume from (train.resume: auto / never / a folder), checked against this run: the same
+    family, model and data settings and the same fine-tuning keys. For 'never' the old checkpoints and the
+    metrics log ``log_file`` are removed."""
+    train = config.train
+    output_dir = Path(train.output_dir)
+    if train.resume == "never":
+        if accelerator.is_main_process:
+            shutil.rmtree(checkpoint_root(output_dir), ignore_errors=True)
+            (output_dir / log_file).unlink(missing_ok=True)
+        accelerator.wait_for_everyone()
+        return None
+    path = latest_checkpoint(output_dir) if train.resume == "auto" else Path(train.resume)
+    if path is None:
+        return None
+    saved, current = read_checkpoint_config(path), config.to_dict()
+    for section in ("family", "model", "data"):
+        if saved[section] != current[section]:
+            raise ValueError(
+                f"Cannot resume from {path}: its {section} settings differ from this run's "
+                f"({saved[section]!r} vs {current[section]!r}); use another train.output_dir or --resume never"
+            )
+    for key in FINE_TUNE_KEYS:
+        before = saved["train"].get(key, train_default(key))
+        if before != current["train"][key]:
+            raise ValueError(
+                f"Cannot resume from {path}: it was trained with train.{key}={before!r}, this run asks for "
+                f"{current['train'][key]!r}; use another train.output_dir or --resume never"
+            )
+    return path

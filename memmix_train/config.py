@@ -1,16 +1,18 @@
-"""Run configuration: a preset file from ``configuration/`` plus ``--set section.key=value`` overrides.
+"""The run configuration: a preset file from ``configuration/`` plus ``--set section.key=value`` overrides, resolved
+once into a typed, checked `RunConfig`.
 
 A preset is a JSON object with four parts::
 
-    {"family": "autoencoder",                 # mixer | autoencoder | memory
+    {"family": "autoencoder",                 # mixer | autoencoder | memory (modeling_memmix.families)
      "model": {"hidden_size": 64, ...},       # fields of the family's config class
-     "data":  {"corpus": "builtin", ...},     # see DATA_DEFAULTS
-     "train": {"lr": 0.002, ...}}             # see TRAIN_DEFAULTS
+     "data":  {"corpus": "builtin", ...},     # fields of DataConfig
+     "train": {"lr": 0.002, ...}}             # fields of TrainConfig
 
-Missing ``data`` / ``train`` keys take the defaults below; unknown keys are errors, so a typo never
+Missing ``data`` / ``train`` keys take the dataclass defaults below; unknown keys are errors, so a typo never
 passes silently. An override is ``section.key=value`` (or a bare ``key=value`` when the key exists in one
 section only); the value is read as JSON when it parses (``1e-3``, ``true``, ``null``, ``[0.9, 0.95]``)
-and as a plain string otherwise. The resolved configuration is what every checkpoint and export stores.
+and as a plain string otherwise. `RunConfig.to_dict` is what every checkpoint and export stores as
+``run_config.json`` (the same four parts, every default written out), and `RunConfig.from_dict` reads it back.
 
 Fine-tuning (see docs/LORA.md): ``train.init_from`` is an exported model folder (or Hub id) whose weights the
 run starts from; the preset's ``model`` keys must then equal the checkpoint's (the others are taken from it).
@@ -19,173 +21,218 @@ run starts from; the preset's ``model`` keys must then equal the checkpoint's (t
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from modeling_memmix import MemoryMixerConfig, MixerAutoencoderConfig, MixerConfig
+from modeling_memmix.families import FAMILIES, Family
 
-FAMILY_CONFIGS = {"mixer": MixerConfig, "autoencoder": MixerAutoencoderConfig, "memory": MemoryMixerConfig}
 SECTIONS = ("model", "data", "train")
-
-DATA_DEFAULTS: dict[str, Any] = {
-    "corpus": "builtin",  # "builtin", local .txt/.jsonl/.parquet paths or globs, or a Hub dataset id
-    "text_column": "text",
-    "hub_split": "train",
-    "max_documents": None,  # read only the first N documents (quick runs)
-    "validation_fraction": 0.05,
-    "split_seed": 0,
-    "tokenizer": None,  # folder of an existing tokenizer; None = train one (saved in output_dir/tokenizer)
-    "vocab_size": 8000,  # size of a newly trained tokenizer
-    "cache_dir": "runs/cache",  # packed windows are cached here and reused
-}
-
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "output_dir": "runs/run",
-    "seed": 0,
-    "batch_size": 8,  # windows per process per micro-step
-    "grad_accum": 1,  # micro-steps per optimizer step
-    "lr": 1e-3,
-    "weight_decay": 0.01,
-    "betas": [0.9, 0.95],
-    "warmup_steps": 20,
-    "max_steps": 200,  # length of the schedule (optimizer steps)
-    "max_minutes": None,  # wall-clock budget; the run saves, evaluates and exports when it is spent
-    "stop_after_steps": None,  # stop this invocation after N steps (checkpoint kept); schedule unchanged
-    "grad_clip": 1.0,  # max gradient norm; None or 0 disables clipping
-    "mixed_precision": "no",  # no | bf16 | fp16 (fp16 needs a GPU)
-    "cpu": False,  # force CPU even when a GPU is present
-    "eval_every": 50,
-    "eval_batches": None,  # None = the whole validation split
-    "log_every": 10,
-    "save_every": 50,
-    "keep_checkpoints": 2,
-    "resume": "auto",  # auto (latest complete checkpoint in output_dir), never, or a checkpoint folder
-    "tensorboard": True,
-    "init_from_autoencoder": None,  # memory family: exported autoencoder folder whose encoder is reused
-    "freeze_encoder": True,  # with init_from_autoencoder
-    "init_from": None,  # exported model folder (save_pretrained output) or Hub id to fine-tune from
-    "lora_rank": None,  # LoRA adapters of this rank on the init_from model (None = train every weight)
-    "lora_alpha": 16,
-    "lora_dropout": 0.0,
-    "lora_adapt_mixing": False,  # also adapt the token-mixing matrices (under the causal mask)
-    "lora_decoder_only": False,  # memory family: decoder side only (memmix_peft.memory_lora_config)
-    "lora_merge": False,  # also export the merged full model to export/ (the adapter goes to export/adapter/)
-    "push_to_hub": None,  # repo id to upload the export to
-    "hub_private": False,
-    "debug_nan_at_step": None,  # test hook: make the loss NaN at this step
-}
-
 MIXED_PRECISION = ("no", "bf16", "fp16")
 RESUME_WORDS = ("auto", "never")
+POSITIVE_INTEGERS = ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "save_every",
+                     "keep_checkpoints")
+LORA_SWITCHES = ("lora_adapt_mixing", "lora_decoder_only", "lora_merge")
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from, how it is split and tokenized, and where packed windows are cached."""
+
+    corpus: str | list[str] = "builtin"  # "builtin", local .txt/.jsonl/.parquet paths or globs, or a Hub dataset id
+    text_column: str = "text"
+    hub_split: str = "train"
+    max_documents: int | None = None  # read only the first N documents (quick runs)
+    validation_fraction: float = 0.05
+    split_seed: int = 0
+    tokenizer: str | None = None  # folder of an existing tokenizer; None = train one (saved in output_dir/tokenizer)
+    vocab_size: int = 8000  # size of a newly trained tokenizer
+    cache_dir: str = "runs/cache"  # packed windows are cached here and reused
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule, precision, evaluation / checkpoint cadence, fine-tuning and Hub settings."""
+
+    output_dir: str = "runs/run"
+    seed: int = 0
+    batch_size: int = 8  # windows per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 20
+    max_steps: int = 200  # length of the schedule (optimizer steps)
+    max_minutes: float | None = None  # wall-clock budget; the run saves, evaluates and exports when it is spent
+    stop_after_steps: int | None = None  # stop this invocation after N steps (checkpoint kept); schedule unchanged
+    grad_clip: float | None = 1.0  # max gradient norm; None or 0 disables clipping
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
+    cpu: bool = False  # force CPU even when a GPU is present
+    eval_every: int = 50
+    eval_batches: int | None = None  # None = the whole validation split
+    log_every: int = 10
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    resume: str = "auto"  # auto (latest complete checkpoint in output_dir), never, or a checkpoint folder
+    tensorboard: bool = True
+    init_from_autoencoder: str | None = None  # memory family: exported autoencoder folder whose encoder is reused
+    freeze_encoder: bool = True  # with init_from_autoencoder
+    init_from: str | None = None  # exported model folder (save_pretrained output) or Hub id to fine-tune from
+    lora_rank: int | None = None  # LoRA adapters of this rank on the init_from model (None = train every weight)
+    lora_alpha: float = 16
+    lora_dropout: float = 0.0
+    lora_adapt_mixing: bool = False  # also adapt the token-mixing matrices (under the causal mask)
+    lora_decoder_only: bool = False  # memory family: decoder side only (memmix_peft.memory_lora_config)
+    lora_merge: bool = False  # also export the merged full model to export/ (the adapter goes to export/adapter/)
+    push_to_hub: str | None = None  # repo id to upload the export to
+    hub_private: bool = False
+    debug_nan_at_step: int | None = None  # test hook: make the loss NaN at this step
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"train.mixed_precision={self.mixed_precision!r}; choose one of {list(MIXED_PRECISION)}")
+        for name in POSITIVE_INTEGERS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"train.{name}={value!r} must be a positive integer")
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise ValueError(f"train.lr={self.lr!r} must be a positive number")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def train_default(name: str) -> Any:
+    """The default of one ``train`` key (what a run_config.json written before the key existed means)."""
+    return getattr(TrainConfig(), name)
+
+
+def check_family(family: str) -> Family:
+    """The registry entry of ``family`` (`modeling_memmix.families`), or ValueError listing the choices."""
+    if family not in FAMILIES:
+        raise ValueError(f"family={family!r} is not supported; choose one of {list(FAMILIES)}")
+    return FAMILIES[family]
 
 
 def config_fields(family: str) -> set[str]:
     """Field names the family's model config accepts."""
-    check_family(family)
-    return {field.name for field in dataclasses.fields(FAMILY_CONFIGS[family])}
+    return _field_names(check_family(family).config_class)
 
 
-def check_family(family: str) -> None:
-    if family not in FAMILY_CONFIGS:
-        raise ValueError(f"family={family!r} is not supported; choose one of {list(FAMILY_CONFIGS)}")
+@dataclass
+class RunConfig:
+    """One resolved run: the family, its model settings (checked against the family's config class, which types
+    them) and the typed data and train sections. Build it with `load_preset`, `resolve_config` or `from_dict`."""
 
+    family: str
+    model: dict[str, Any]
+    data: DataConfig
+    train: TrainConfig
 
-def load_preset(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a preset file and return it resolved (defaults filled in, every key checked)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Preset file {path!s} does not exist (presets live in configuration/*.json)")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            raw = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"Preset {path!s} is not valid JSON: {error}") from None
-    return resolve_config(raw, source=str(path))
+    def __post_init__(self) -> None:
+        check_family(self.family)
+        check_fine_tuning(self)
 
+    @property
+    def family_entry(self) -> Family:
+        """The family's registry entry: config and model classes, causal, Auto class."""
+        return FAMILIES[self.family]
 
-def resolve_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Fill defaults into a raw preset and check every section and key."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: a preset must be a JSON object, got {type(raw).__name__}")
-    unknown = set(raw) - {"family", *SECTIONS}
-    if unknown:
-        raise ValueError(f"{source}: unknown top-level keys {sorted(unknown)}; allowed: family, {', '.join(SECTIONS)}")
-    family = raw.get("family")
-    if family is None:
-        raise ValueError(f"{source}: missing 'family' (one of {list(FAMILY_CONFIGS)})")
-    check_family(family)
-    resolved = {
-        "family": family,
-        "model": dict(raw.get("model", {})),
-        "data": {**DATA_DEFAULTS, **raw.get("data", {})},
-        "train": {**TRAIN_DEFAULTS, **raw.get("train", {})},
-    }
-    check_keys(resolved, source)
-    return resolved
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.train.output_dir)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON content of ``run_config.json``: family, model, data and train, every default written out."""
+        return {"family": self.family, "model": dict(self.model), "data": dataclasses.asdict(self.data),
+                "train": dataclasses.asdict(self.train)}
 
-def _allowed_keys(config: dict[str, Any]) -> dict[str, set[str]]:
-    return {"model": config_fields(config["family"]), "data": set(DATA_DEFAULTS), "train": set(TRAIN_DEFAULTS)}
-
-
-def check_keys(config: dict[str, Any], source: str = "config") -> None:
-    """Raise ValueError for a key no section knows, and for values outside their choices."""
-    for section, allowed in _allowed_keys(config).items():
-        unknown = set(config[section]) - allowed
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        """Fill defaults into a raw preset (or a saved run_config.json) and check every section and key."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: a preset must be a JSON object, got {type(raw).__name__}")
+        unknown = set(raw) - {"family", *SECTIONS}
         if unknown:
             raise ValueError(
-                f"{source}: unknown {section} keys {sorted(unknown)}; known {section} keys: {sorted(allowed)}"
+                f"{source}: unknown top-level keys {sorted(unknown)}; allowed: family, {', '.join(SECTIONS)}"
             )
-    train = config["train"]
-    if train["mixed_precision"] not in MIXED_PRECISION:
-        raise ValueError(f"train.mixed_precision={train['mixed_precision']!r}; choose one of {list(MIXED_PRECISION)}")
-    for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "save_every", "keep_checkpoints"):
-        value = train[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"train.{name}={value!r} must be a positive integer")
-    if not isinstance(train["warmup_steps"], int) or isinstance(train["warmup_steps"], bool) or train["warmup_steps"] < 0:
-        raise ValueError(f"train.warmup_steps={train['warmup_steps']!r} must be an integer >= 0")
-    if not isinstance(train["lr"], (int, float)) or train["lr"] <= 0:
-        raise ValueError(f"train.lr={train['lr']!r} must be a positive number")
-    check_fine_tuning(config)
+        family = raw.get("family")
+        if family is None:
+            raise ValueError(f"{source}: missing 'family' (one of {list(FAMILIES)})")
+        check_family(family)
+        sections = {"model": dict(raw.get("model", {})), "data": dict(raw.get("data", {})),
+                    "train": dict(raw.get("train", {}))}
+        for section, allowed in _allowed_keys(family).items():
+            unknown = set(sections[section]) - allowed
+            if unknown:
+                raise ValueError(
+                    f"{source}: unknown {section} keys {sorted(unknown)}; known {section} keys: {sorted(allowed)}"
+                )
+        return cls(family, sections["model"], DataConfig(**sections["data"]), TrainConfig(**sections["train"]))
+
+    def with_overrides(self, overrides: Iterable[str]) -> RunConfig:
+        """A new config with ``key=value`` overrides applied and checked (this one is untouched)."""
+        raw = self.to_dict()
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"Override {item!r} must look like section.key=value, e.g. train.lr=1e-3")
+            key, text = item.split("=", 1)
+            key = key.strip()
+            if key == "family":
+                check_family(text)
+                raw["family"] = text
+                continue
+            section, name = _locate(raw["family"], key)
+            raw[section][name] = parse_value(text)
+        return RunConfig.from_dict(raw, source="overrides")
 
 
-LORA_SWITCHES = ("lora_adapt_mixing", "lora_decoder_only", "lora_merge")
+def _allowed_keys(family: str) -> dict[str, set[str]]:
+    return {"model": config_fields(family), "data": _field_names(DataConfig), "train": _field_names(TrainConfig)}
 
 
-def check_fine_tuning(config: dict[str, Any]) -> None:
+def check_fine_tuning(config: RunConfig) -> None:
     """Raise ValueError for init_from / LoRA settings that cannot work together."""
-    train = config["train"]
-    if train["init_from"] is not None and train["init_from_autoencoder"] is not None:
+    train = config.train
+    if train.init_from is not None and train.init_from_autoencoder is not None:
         raise ValueError(
-            f"train.init_from={train['init_from']!r} and train.init_from_autoencoder="
-            f"{train['init_from_autoencoder']!r} are both set; a run starts from one of them"
+            f"train.init_from={train.init_from!r} and train.init_from_autoencoder="
+            f"{train.init_from_autoencoder!r} are both set; a run starts from one of them"
         )
     for name in LORA_SWITCHES:
-        if not isinstance(train[name], bool):
-            raise ValueError(f"train.{name}={train[name]!r} must be true or false")
-    rank = train["lora_rank"]
+        if not isinstance(getattr(train, name), bool):
+            raise ValueError(f"train.{name}={getattr(train, name)!r} must be true or false")
+    rank = train.lora_rank
     if rank is None:
-        switched_on = [name for name in LORA_SWITCHES if train[name]]
+        switched_on = [name for name in LORA_SWITCHES if getattr(train, name)]
         if switched_on:
             raise ValueError(f"train.{switched_on[0]}=true needs LoRA; set train.lora_rank (e.g. 8)")
         return
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+    if not _is_int(rank) or rank < 1:
         raise ValueError(f"train.lora_rank={rank!r} must be a positive integer (or null for no LoRA)")
-    if train["init_from"] is None:
+    if train.init_from is None:
         raise ValueError(
             f"train.lora_rank={rank} needs train.init_from: LoRA adapts a trained checkpoint (an exported model "
             "folder such as runs/mixer_tiny/export)"
         )
-    if not isinstance(train["lora_alpha"], (int, float)) or train["lora_alpha"] <= 0:
-        raise ValueError(f"train.lora_alpha={train['lora_alpha']!r} must be a positive number")
-    if not isinstance(train["lora_dropout"], (int, float)) or not 0 <= train["lora_dropout"] < 1:
-        raise ValueError(f"train.lora_dropout={train['lora_dropout']!r} must be in [0, 1)")
-    if train["lora_decoder_only"] and config["family"] != "memory":
-        raise ValueError(f"train.lora_decoder_only=true is for family='memory', got family={config['family']!r}")
+    if not isinstance(train.lora_alpha, (int, float)) or train.lora_alpha <= 0:
+        raise ValueError(f"train.lora_alpha={train.lora_alpha!r} must be a positive number")
+    if not isinstance(train.lora_dropout, (int, float)) or not 0 <= train.lora_dropout < 1:
+        raise ValueError(f"train.lora_dropout={train.lora_dropout!r} must be in [0, 1)")
+    if train.lora_decoder_only and config.family != "memory":
+        raise ValueError(f"train.lora_decoder_only=true is for family='memory', got family={config.family!r}")
 
 
 def parse_value(text: str) -> Any:
@@ -196,9 +243,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _locate(config: dict[str, Any], key: str) -> tuple[str, str]:
+def _locate(family: str, key: str) -> tuple[str, str]:
     """(section, name) of an override key: ``section.name``, or a bare name known to exactly one section."""
-    allowed = _allowed_keys(config)
+    allowed = _allowed_keys(family)
     if "." in key:
         section, name = key.split(".", 1)
         if section not in allowed:
@@ -214,26 +261,31 @@ def _locate(config: dict[str, Any], key: str) -> tuple[str, str]:
     return owners[0], key
 
 
-def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of `config` with ``key=value`` overrides applied and checked."""
-    result = copy.deepcopy(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"Override {item!r} must look like section.key=value, e.g. train.lr=1e-3")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if key == "family":
-            check_family(text)
-            result["family"] = text
-            continue
-        section, name = _locate(result, key)
-        result[section][name] = parse_value(text)
-    check_keys(result, source="overrides")
-    return result
+def resolve_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """`RunConfig.from_dict`: defaults filled in, every key checked."""
+    return RunConfig.from_dict(raw, source)
 
 
-def save_config(config: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write the resolved configuration as indented JSON."""
+def load_preset(path: str | os.PathLike) -> RunConfig:
+    """Read a preset file and return it resolved (defaults filled in, every key checked)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Preset file {path!s} does not exist (presets live in configuration/*.json)")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            raw = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Preset {path!s} is not valid JSON: {error}") from None
+    return resolve_config(raw, source=str(path))
+
+
+def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """`RunConfig.with_overrides`: a copy of ``config`` with ``key=value`` overrides applied and checked."""
+    return config.with_overrides(overrides)
+
+
+def save_config(config: RunConfig | dict[str, Any], path: str | os.PathLike) -> None:
+    """Write the resolved configuration as indented JSON (``run_config.json``)."""
+    content = config.to_dict() if isinstance(config, RunConfig) else config
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(config, handle, indent=2, sort_keys=True)
+        json.dump(content, handle, indent=2, sort_keys=True)
         handle.write("\n")

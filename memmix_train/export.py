@@ -6,7 +6,9 @@ configuration and a model card ``README.md`` whose YAML ``model-index`` carries 
 byte. `export_adapter` writes a LoRA run's adapter folder (PEFT ``adapter_config.json`` + weights, tokenizer,
 card) and `export_merged` the full model with the adapter folded in. `push_folder_to_hub` uploads a folder
 with ``huggingface_hub.upload_folder`` and fails with a clear message when the Hub cannot be reached (e.g.
-``HF_HUB_OFFLINE=1``).
+``HF_HUB_OFFLINE=1``). `export_run` picks between them for a finished training run.
+
+`model_card` and `fine_tuning_section` read the run configuration as stored (``RunConfig.to_dict()``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import save_config
+from modeling_memmix.families import get_family
 
-CAUSAL_FAMILIES = ("mixer", "memory")
+from .config import RunConfig, save_config
+
 FAMILY_TITLES = {
     "mixer": "causal masked-mixer language model",
     "autoencoder": "masked-mixer autoencoder",
@@ -93,7 +96,7 @@ def fine_tuning_section(run_config: dict[str, Any]) -> str:
 
 
 def _usage(family: str, model_name: str, base: str | None, adapter: bool) -> str:
-    auto_class = "AutoModelForCausalLM" if family in CAUSAL_FAMILIES else "AutoModel"
+    auto_class = get_family(family).auto_class
     if not adapter:
         return f"""```python
 from transformers import {auto_class}, AutoTokenizer
@@ -125,7 +128,7 @@ def model_card(run_config: dict[str, Any], metrics: dict[str, Any], model_name: 
     if corpus_label == "builtin":
         corpus_label = "memmix built-in corpus (Python standard-library docstrings and pydoc topics)"
     bpb = metrics.get("val_bits_per_byte")
-    task = "text-generation" if family in CAUSAL_FAMILIES else "feature-extraction"
+    task = get_family(family).task
     lines = ["---", f"library_name: {'peft' if adapter else 'transformers'}", "license: apache-2.0"]
     if base is not None and looks_like_hub_id(base):
         lines.append(f"base_model: {base}")
@@ -180,7 +183,7 @@ models the first token of each window has no prediction and its bytes are not co
 def export_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    run_config: dict[str, Any],
+    run_config: RunConfig,
     metrics: dict[str, Any],
     folder: str | os.PathLike,
     state_dict: dict | None = None,
@@ -197,7 +200,7 @@ def export_model(
 def export_adapter(
     peft_model,
     tokenizer: PreTrainedTokenizerBase,
-    run_config: dict[str, Any],
+    run_config: RunConfig,
     metrics: dict[str, Any],
     folder: str | os.PathLike,
     state_dict: dict | None = None,
@@ -216,7 +219,7 @@ def export_adapter(
 def export_merged(
     peft_model,
     tokenizer: PreTrainedTokenizerBase,
-    run_config: dict[str, Any],
+    run_config: RunConfig,
     metrics: dict[str, Any],
     folder: str | os.PathLike,
     model_name: str | None = None,
@@ -235,7 +238,7 @@ def export_merged(
 def write_export_files(
     config,
     tokenizer: PreTrainedTokenizerBase,
-    run_config: dict[str, Any],
+    run_config: RunConfig,
     metrics: dict[str, Any],
     folder: Path,
     model_name: str | None = None,
@@ -244,7 +247,7 @@ def write_export_files(
     """Everything of an exported folder except the weights: tokenizer, generation config (causal full models),
     run configuration, metrics and model card."""
     tokenizer.save_pretrained(folder)
-    if run_config["family"] in CAUSAL_FAMILIES and not adapter:
+    if run_config.family_entry.causal and not adapter:
         GenerationConfig(
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
@@ -254,8 +257,23 @@ def write_export_files(
         ).save_pretrained(folder)
     save_config(run_config, folder / "run_config.json")
     (folder / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    name = run_config["train"].get("push_to_hub") or model_name or folder.name
-    (folder / "README.md").write_text(model_card(run_config, metrics, name, adapter=adapter), encoding="utf-8")
+    name = run_config.train.push_to_hub or model_name or folder.name
+    (folder / "README.md").write_text(model_card(run_config.to_dict(), metrics, name, adapter=adapter),
+                                      encoding="utf-8")
+
+
+def export_run(model, tokenizer: PreTrainedTokenizerBase, config: RunConfig, metrics: dict[str, Any],
+               export_folder: Path, state_dict: dict, lora: bool) -> None:
+    """Write a finished run's export (main process): the model, or for LoRA the adapter in ``adapter/`` and,
+    with ``train.lora_merge``, the merged model in the export folder itself."""
+    name = Path(config.train.output_dir).name
+    if not lora:
+        export_model(model, tokenizer, config, metrics, export_folder, state_dict=state_dict, model_name=name)
+        return
+    export_adapter(model, tokenizer, config, metrics, export_folder / "adapter", state_dict=state_dict,
+                   model_name=name)
+    if config.train.lora_merge:
+        export_merged(model, tokenizer, config, metrics, export_folder, model_name=name)
 
 
 def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:

@@ -1,7 +1,8 @@
-"""Tests of fine-tuning with train_accelerate.py (issue 6, script side): ``train.init_from`` (full fine-tuning from
-an exported checkpoint, clear errors for a checkpoint that does not match the preset) and the LoRA options (a LoRA
-fine-tune on new text lowers its validation loss, reports its trainable parameters, exports an adapter that loads
-with ``PeftModel.from_pretrained`` on a remote-code base and a merged model that equals it, and resumes exactly).
+"""Tests of fine-tuning with train_accelerate.py: ``train.init_from`` (full fine-tuning starts at the checkpoint's
+loss; a checkpoint that does not match the preset fails with every mismatched field named) and the LoRA options (a
+LoRA fine-tune on new text lowers its validation loss, reports its trainable parameters, exports an adapter that
+loads with ``PeftModel.from_pretrained`` on a remote-code base and a merged model that equals it, and resumes
+exactly).
 
 A tiny base mixer (hidden 32, 4 heads, n_ctx 16) is trained for 200 steps (~2 s) on the built-in corpus; the
 fine-tunes use a text of different words and structure written into a temporary .txt file. (After only a few dozen
@@ -19,17 +20,29 @@ import huggingface_hub
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from helpers import (
+    builtin_data,
+    fresh_accelerate_state,  # noqa: F401  (autouse fixture)
+    read_log,
+    reset_accelerate_state,
+    tiny_preset,
+    train_losses,
+    train_small_tokenizer,
+)
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from memmix_data import builtin_documents, load_or_build_windows, token_byte_lengths, train_tokenizer
+from memmix_data import load_or_build_windows, token_byte_lengths
 from memmix_peft import count_trainable_parameters, recommended_lora_config
+from memmix_train.batches import WindowBatches
 from memmix_train.checkpointing import latest_checkpoint
 from memmix_train.config import apply_overrides, resolve_config
+from memmix_train.model_builder import lora_config_for
+from memmix_train.validation import evaluate
 from modeling_memmix import MemoryMixerConfig, MixerForCausalLM
-from train_accelerate import FAMILY_MODELS, WindowBatches, evaluate, lora_config_for, run_training
+from modeling_memmix.families import get_family
+from train_accelerate import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "n_ctx": 16, "intermediate_size": 64, "mixer_heads": 4}
@@ -45,16 +58,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Every run builds its own Accelerator; accelerate keeps a per-process singleton, reset as a new process would."""
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
 
 
 def new_text_documents(count: int, seed: int = 0) -> list[str]:
@@ -79,36 +82,21 @@ def new_text_documents(count: int, seed: int = 0) -> list[str]:
 def shared(tmp_path_factory) -> dict[str, str]:
     """Tokenizer and window cache of the base run, and the new text (a .txt file, one paragraph per document)."""
     root = tmp_path_factory.mktemp("finetune_shared")
-    train_tokenizer(builtin_documents()[:150], vocab_size=300, save_dir=str(root / "tokenizer"))
+    shared = train_small_tokenizer(root)
     new_text = root / "new_text.txt"
     new_text.write_text("\n\n".join(new_text_documents(160)) + "\n", encoding="utf-8")
-    return {"tokenizer": str(root / "tokenizer"), "cache_dir": str(root / "cache"), "new_text": str(new_text)}
+    return {**shared, "new_text": str(new_text)}
 
 
-def run_config(shared, output_dir, family="mixer", model=None, corpus="new", **train) -> dict:
+def run_config(shared, output_dir, family="mixer", model=None, corpus="new", **train):
     """A tiny run: the base (builtin corpus, own tokenizer) or a fine-tune (new text, the checkpoint's tokenizer)."""
-    base = corpus == "builtin"
-    data = {"corpus": "builtin" if base else shared["new_text"], "cache_dir": shared["cache_dir"],
-            "validation_fraction": 0.15, "tokenizer": shared["tokenizer"] if base else None}
-    if base:
-        data["max_documents"] = 150
-    raw = {
-        "family": family,
-        "model": dict(model if model is not None else {}),
-        "data": data,
-        "train": {"output_dir": str(output_dir), "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "max_steps": 6,
-                  "eval_every": 100, "save_every": 100, "log_every": 1, "eval_batches": 6, "tensorboard": False,
-                  **train},
-    }
-    return resolve_config(raw)
-
-
-def read_log(output_dir) -> list[dict]:
-    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
-
-
-def train_losses(output_dir) -> dict[int, float]:
-    return {r["step"]: r["train_loss"] for r in read_log(output_dir) if "train_loss" in r}
+    if corpus == "builtin":
+        data = builtin_data(shared, validation_fraction=0.15)
+    else:
+        data = {"corpus": shared["new_text"], "cache_dir": shared["cache_dir"], "validation_fraction": 0.15,
+                "tokenizer": None}
+    train = {"eval_every": 100, "save_every": 100, "eval_batches": 6, **train}
+    return resolve_config(tiny_preset(family, model if model is not None else {}, data, output_dir, **train))
 
 
 def new_text_windows(shared, tokenizer, split: str):
@@ -124,8 +112,7 @@ def sample_ids(shared, tokenizer) -> torch.Tensor:
 def base_export(shared, tmp_path_factory) -> Path:
     """The "published checkpoint": a tiny mixer trained for 200 steps on the built-in corpus, exported."""
     output_dir = tmp_path_factory.mktemp("base")
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate_state()
     run_training(run_config(shared, output_dir, model=BASE_MODEL, corpus="builtin", max_steps=200, eval_every=200,
                             save_every=200, log_every=10, lr=5e-3))
     return output_dir / "export"
@@ -135,8 +122,7 @@ def base_export(shared, tmp_path_factory) -> Path:
 def lora_run(shared, base_export, tmp_path_factory) -> tuple[Path, dict]:
     """LoRA fine-tune of the base on the new text (mixing weights adapted, merged export)."""
     output_dir = tmp_path_factory.mktemp("lora")
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate_state()
     metrics = run_training(run_config(shared, output_dir, init_from=str(base_export), max_steps=LORA_STEPS,
                                       save_every=20, lr=2e-2, **LORA))
     return output_dir, metrics
@@ -224,14 +210,12 @@ def test_resumed_lora_run_repeats_the_uninterrupted_losses(shared, base_export, 
     settings = dict(init_from=str(base_export), max_steps=LORA_STEPS, save_every=20, lr=2e-2, **LORA)
     first = run_training(run_config(shared, tmp_path, stop_after_steps=25, **settings))
     assert first["step"] == 25 and latest_checkpoint(tmp_path).name == "step_000025"
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate_state()
     resumed = run_training(run_config(shared, tmp_path, **settings))
     assert train_losses(tmp_path) == train_losses(whole_dir)
     assert len(train_losses(tmp_path)) == LORA_STEPS
     assert resumed["val_loss"] == whole["val_loss"]
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate_state()
     with pytest.raises(ValueError, match=r"trained with train.lora_rank=4, this run asks for 8"):
         run_training(run_config(shared, tmp_path, **{**settings, "lora_rank": 8}))
 
@@ -263,7 +247,7 @@ def first_batch_loss(model_folder: Path, family: str, shared, window: int) -> fl
     windows = load_or_build_windows(shared["new_text"], tokenizer, window=window, split="train",
                                     cache_dir=shared["cache_dir"], validation_fraction=0.15)
     batch = WindowBatches(windows, 4, 0, 1, seed=0).batch(0)
-    model = FAMILY_MODELS[family].from_pretrained(model_folder)
+    model = get_family(family).model_class.from_pretrained(model_folder)
     with torch.no_grad():
         return model(input_ids=batch["input_ids"], labels=batch["labels"]).loss.item()
 
@@ -275,8 +259,7 @@ def test_other_families_fine_tune_from_their_checkpoint(shared, tmp_path, family
     run_training(run_config(shared, tmp_path / "base", family, model=model, corpus="builtin", max_steps=10,
                             eval_every=10, save_every=10, log_every=10))
     base_export = tmp_path / "base" / "export"
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate_state()
     lora = {"lora_rank": 4, "lora_decoder_only": True, "lora_merge": True} if family == "memory" else {}
     metrics = run_training(run_config(shared, tmp_path / "tune", family, init_from=str(base_export), max_steps=3,
                                       **lora))
@@ -360,5 +343,5 @@ def test_lora_decoder_only_uses_the_memory_recipe():
 
 def test_lora_preset_resolves_to_a_lora_fine_tune():
     config = resolve_config(json.loads((REPO / "configuration" / "mixer_tiny_lora.json").read_text()))
-    assert config["train"]["init_from"] and config["train"]["lora_rank"]
-    assert config["data"]["tokenizer"] is None  # the checkpoint's tokenizer is used
+    assert config.train.init_from and config.train.lora_rank
+    assert config.data.tokenizer is None  # the checkpoint's tokenizer is used

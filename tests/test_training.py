@@ -1,5 +1,7 @@
-"""Tests of train_accelerate.py and memmix_train: presets and overrides, short runs of each family that export
-loadable folders, exact bits per byte, resume equality, interrupted saves, NaN stop, offline push, clear errors.
+"""Tests of train_accelerate.py and memmix_train: presets and overrides resolve to a checked RunConfig, short runs
+of each family export loadable folders, bits per byte count exactly the scored bytes, a resumed run repeats the
+uninterrupted losses, an interrupted save never looks valid, a NaN loss stops the run, pushing offline fails
+before training, and mismatched settings fail with errors that name them.
 
 Every run uses a tiny model (hidden 32, 2 layers, n_ctx 16) on ~150 built-in documents with a 300-token
 tokenizer, for a handful of steps.
@@ -15,60 +17,41 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from helpers import (
+    TINY_MODEL,
+    builtin_data,
+    fresh_accelerate_state,  # noqa: F401  (autouse fixture)
+    read_log,
+    tiny_preset,
+    train_losses,
+    train_small_tokenizer,
+)
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-import train_accelerate
-from memmix_data import builtin_documents, load_or_build_windows, token_byte_lengths, train_tokenizer
+from memmix_data import load_or_build_windows, token_byte_lengths
 from memmix_train import checkpointing
 from memmix_train.checkpointing import complete_checkpoints, latest_checkpoint
 from memmix_train.config import apply_overrides, load_preset, resolve_config
 from memmix_train.export import HubOfflineError, push_folder_to_hub
-from train_accelerate import NonFiniteLossError, main, run_training
+from memmix_train.loop import NonFiniteLossError
+from modeling_memmix.families import get_family
+from train_accelerate import main, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "configuration").glob("*.json"))
-TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "n_ctx": 16, "intermediate_size": 64}
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each run builds its own Accelerator (mixed precision differs between tests); in one process accelerate keeps
-    a singleton state, so it is reset around every test, as a new process would start."""
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> dict[str, str]:
     """A small tokenizer folder and a window cache shared by every run in this file."""
-    root = tmp_path_factory.mktemp("shared")
-    train_tokenizer(builtin_documents()[:150], vocab_size=300, save_dir=str(root / "tokenizer"))
-    return {"tokenizer": str(root / "tokenizer"), "cache_dir": str(root / "cache")}
+    return train_small_tokenizer(tmp_path_factory.mktemp("shared"))
 
 
-def tiny_config(shared, output_dir, family="mixer", model=None, **train) -> dict:
-    raw = {
-        "family": family,
-        "model": {**TINY_MODEL, **(model or {})},
-        "data": {"corpus": "builtin", "max_documents": 150, "tokenizer": shared["tokenizer"],
-                 "cache_dir": shared["cache_dir"], "validation_fraction": 0.1},
-        "train": {"output_dir": str(output_dir), "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "max_steps": 6,
-                  "eval_every": 3, "save_every": 3, "log_every": 1, "eval_batches": 4, "tensorboard": False,
-                  **train},
-    }
-    return resolve_config(raw)
-
-
-def read_log(output_dir) -> list[dict]:
-    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
-
-
-def train_losses(output_dir) -> dict[int, float]:
-    return {r["step"]: r["train_loss"] for r in read_log(output_dir) if "train_loss" in r}
+def tiny_config(shared, output_dir, family="mixer", model=None, **train):
+    """A tiny run that evaluates and saves every 3 of its 6 steps."""
+    train = {"eval_every": 3, "save_every": 3, "eval_batches": 4, **train}
+    return resolve_config(tiny_preset(family, {**TINY_MODEL, **(model or {})}, builtin_data(shared), output_dir,
+                                      **train))
 
 
 # --- presets and overrides ------------------------------------------------------------------------
@@ -78,19 +61,19 @@ def test_every_preset_resolves_and_builds_its_model_config():
     assert {p.stem.split("_")[0] for p in PRESETS} >= {"mixer", "autoencoder", "memory"}
     for preset in PRESETS:
         config = load_preset(preset)
-        model_config = train_accelerate.FAMILY_CONFIGS[config["family"]](**{"vocab_size": 8000, **config["model"]})
+        model_config = get_family(config.family).config_class(**{"vocab_size": 8000, **config.model})
         assert model_config.hidden_size > 0, preset
-        assert config["train"]["mixed_precision"] in ("no", "bf16", "fp16")
+        assert config.train.mixed_precision in ("no", "bf16", "fp16")
 
 
 def test_overrides_are_typed_and_bare_keys_resolve_to_their_section():
     config = load_preset(REPO / "configuration" / "mixer_tiny.json")
     changed = apply_overrides(config, ["lr=1e-3", "model.hidden_size=64", "train.betas=[0.8, 0.9]",
                                        "data.corpus=docs/*.txt", "max_minutes=null"])
-    assert changed["train"]["lr"] == 1e-3 and changed["model"]["hidden_size"] == 64
-    assert changed["train"]["betas"] == [0.8, 0.9] and changed["data"]["corpus"] == "docs/*.txt"
-    assert changed["train"]["max_minutes"] is None
-    assert config["train"]["lr"] != 1e-3  # the original is untouched
+    assert changed.train.lr == 1e-3 and changed.model["hidden_size"] == 64
+    assert changed.train.betas == [0.8, 0.9] and changed.data.corpus == "docs/*.txt"
+    assert changed.train.max_minutes is None
+    assert config.train.lr != 1e-3  # the original is untouched
 
 
 @pytest.mark.parametrize(
@@ -190,7 +173,7 @@ def test_memory_model_from_frozen_autoencoder_encoder(shared, autoencoder_run, t
     ae_dir = autoencoder_run[0] / "export"
     config = tiny_config(shared, tmp_path, "memory", model={"max_memories": 2}, init_from_autoencoder=str(ae_dir),
                          max_steps=3, eval_every=3)
-    config["data"]["tokenizer"] = None  # the autoencoder's tokenizer is reused
+    config.data.tokenizer = None  # the autoencoder's tokenizer is reused
     metrics = run_training(config)
     check_export(tmp_path / "export", AutoModelForCausalLM, metrics, causal=True)
     memory = AutoModelForCausalLM.from_pretrained(tmp_path / "export", trust_remote_code=True)

@@ -1,0 +1,44 @@
+"""Training micro-batches as a deterministic function of the micro-step, so resuming needs only the step count.
+
+`WindowBatches` deals the packed windows (`memmix_data.PackedWindows`) of one epoch in a permutation seeded by
+(seed, epoch); `collate_windows` turns chosen rows into a batch through ``PackedWindows.__getitem__`` (ids, labels
+with -100 on padding, byte counts).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import default_collate
+
+from memmix_data import PackedWindows
+
+
+def collate_windows(windows: PackedWindows, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The windows at ``rows`` as one batch: ``input_ids`` and ``labels`` (B, window), ``num_bytes`` (B,)."""
+    return default_collate([windows[row] for row in rows.tolist()])
+
+
+class WindowBatches:
+    """Micro-batches of one process: epoch ``e`` visits windows in a permutation seeded by (seed, e);
+    global micro-step ``k`` takes ``batch_size * processes`` of them and this process its own slice.
+
+    One process with batch ``2B`` sees exactly the windows two processes with batch ``B`` see together.
+    """
+
+    def __init__(self, windows: PackedWindows, batch_size: int, rank: int, world: int, seed: int):
+        self.windows, self.batch_size, self.rank, self.world, self.seed = windows, batch_size, rank, world, seed
+        self.global_batch = batch_size * world
+        self.per_epoch = len(windows) // self.global_batch
+        self._epoch, self._order = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(len(self.windows), generator=generator)
+        return self._order
+
+    def batch(self, micro_step: int) -> dict[str, torch.Tensor]:
+        epoch, index = divmod(micro_step, self.per_epoch)
+        start = index * self.global_batch + self.rank * self.batch_size
+        rows = self._permutation(epoch)[start : start + self.batch_size]
+        return collate_windows(self.windows, rows)

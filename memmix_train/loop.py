@@ -1,0 +1,146 @@
+"""The optimizer and the training loop: AdamW with warmup + cosine decay, gradient accumulation and clipping,
+a stop on NaN/inf loss, a wall-clock budget, and periodic logging, evaluation and checkpoints.
+
+`train_step` is one optimizer step and works for any model whose forward takes ``input_ids`` and ``labels``;
+`run_loop` drives it for `train_accelerate.py` (benchmarks/qat_experiment.py uses `build_optimizer`,
+`build_scheduler` and `train_step` with its own batch order).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .batches import WindowBatches
+from .checkpointing import latest_checkpoint
+from .config import TrainConfig
+from .metrics_log import MetricsLog
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run stopped without saving the bad weights."""
+
+
+@dataclass
+class Progress:
+    """Where a run is: optimizer steps, micro-batches and windows consumed (``trainer_state.json``)."""
+
+    step: int = 0
+    micro_step: int = 0
+    train_windows_seen: int = 0
+
+
+def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; no weight decay on biases and norm weights (1-D tensors)."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decay = [p for _, p in trainable if p.dim() >= 2]
+    no_decay = [p for _, p in trainable if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
+    """Linear warmup over ``warmup_steps``, then cosine decay to 0 at ``max_steps``."""
+    return get_cosine_schedule_with_warmup(optimizer, train.warmup_steps, train.max_steps)
+
+
+def train_step(model, optimizer, scheduler, micro_batches: Sequence[dict[str, torch.Tensor]],
+               accelerator: Accelerator, grad_clip: float | None, poison: bool = False) -> tuple[float, float | None]:
+    """One optimizer step over ``micro_batches`` (gradient accumulation: gradients synchronize on the last one);
+    returns (mean loss over micro-batches and processes, grad norm or None). A non-finite loss takes no step.
+    ``poison`` makes the loss NaN (the test hook ``train.debug_nan_at_step``)."""
+    accum = len(micro_batches)
+    losses = []
+    for index, batch in enumerate(micro_batches):
+        sync = nullcontext() if index == accum - 1 else accelerator.no_sync(model)
+        with sync:
+            output = model(input_ids=batch["input_ids"].to(accelerator.device),
+                           labels=batch["labels"].to(accelerator.device))
+            loss = output.loss
+            if poison:
+                loss = loss * float("nan")
+            accelerator.backward(loss / accum)
+        losses.append(loss.detach().float())
+    mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+    if not math.isfinite(mean_loss):
+        optimizer.zero_grad(set_to_none=True)
+        return mean_loss, None
+    grad_norm = None
+    if grad_clip:
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), grad_clip))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return mean_loss, grad_norm
+
+
+def check_finite(loss: float, step: int, output_dir: Path, lr: float) -> None:
+    if math.isfinite(loss):
+        return
+    last = latest_checkpoint(output_dir)
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before it"
+    raise NonFiniteLossError(
+        f"Training loss became {loss} at step {step}; stopping without saving these weights ({kept}). "
+        f"Lower train.lr (now {lr}) or raise train.warmup_steps, then resume."
+    )
+
+
+def budget_spent(start: float, train: TrainConfig, accelerator: Accelerator) -> bool:
+    """True on every process when any process has used up train.max_minutes."""
+    if train.max_minutes is None:
+        return False
+    spent = torch.tensor(float(time.time() - start > 60 * train.max_minutes), device=accelerator.device)
+    return bool(accelerator.reduce(spent, reduction="sum").item() > 0)
+
+
+def run_loop(model, optimizer, scheduler, batches: WindowBatches, accelerator: Accelerator, train: TrainConfig,
+             progress: Progress, log: MetricsLog, evaluate_at: Callable[[int], dict[str, Any]],
+             save_at: Callable[[int], None], started: float, desc: str) -> dict[str, Any]:
+    """Optimizer steps until ``max_steps`` (or ``stop_after_steps`` more, or the time budget), logging the mean
+    train loss every ``log_every`` steps, evaluating every ``eval_every`` and saving every ``save_every``.
+    Updates ``progress`` in place; returns the last evaluation (empty if none ran)."""
+    output_dir = Path(train.output_dir)
+    windows_per_step = batches.global_batch * train.grad_accum
+    stop_at = train.max_steps
+    if train.stop_after_steps is not None:
+        stop_at = min(stop_at, progress.step + train.stop_after_steps)
+    recent: list[float] = []
+    last_eval: dict[str, Any] = {}
+    bar = tqdm(total=train.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process,
+               desc=desc)
+    while progress.step < stop_at:
+        step = progress.step + 1
+        micro_batches = [batches.batch(progress.micro_step + index) for index in range(train.grad_accum)]
+        loss, grad_norm = train_step(model, optimizer, scheduler, micro_batches, accelerator, train.grad_clip,
+                                     poison=train.debug_nan_at_step == step)
+        check_finite(loss, step, output_dir, train.lr)
+        progress.step, progress.micro_step = step, progress.micro_step + train.grad_accum
+        progress.train_windows_seen += windows_per_step
+        recent.append(loss)
+        bar.update(1)
+        if step % train.log_every == 0:
+            log.write({"step": step, "train_loss": sum(recent) / len(recent), "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": grad_norm, "train_windows_seen": progress.train_windows_seen,
+                       "elapsed_s": round(time.time() - started, 3)})
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", **(
+                {"val_bpb": f"{last_eval['val_bits_per_byte']:.3f}"} if last_eval else {}))
+            recent = []
+        if step % train.eval_every == 0:
+            last_eval = evaluate_at(step)
+        if step % train.save_every == 0:
+            save_at(step)
+        if budget_spent(started, train, accelerator):
+            accelerator.print(f"Time budget of {train.max_minutes} min spent at step {step}; finishing")
+            break
+    bar.close()
+    return last_eval
