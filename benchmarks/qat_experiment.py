@@ -12,9 +12,9 @@ Run on a CPU (a few minutes per model on 2 cores)::
     python benchmarks/qat_experiment.py --seeds 0 --steps 150 --out ''   # quick look, no file
     python benchmarks/qat_experiment.py --noise_position pre_bottleneck  # the seed's variant
 
-The loop is deliberately small and direct (AdamW, warmup + cosine, gradient clipping, as in
-train_accelerate.py): the batch order comes from its own generator, so the noise draws of the QAT run
-do not change which windows either run sees.
+The optimizer, schedule and step are train_accelerate.py's (`memmix_train.loop`: AdamW without decay on 1-D
+weights, warmup + cosine, gradient clipping); the batch order comes from its own generator, so the noise draws
+of the QAT run do not change which windows either run sees.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import get_cosine_schedule_with_warmup
+from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +34,8 @@ from evaluation.loading import LoadedModel  # noqa: E402
 from evaluation.qat_table import format_losses, qat_gap_summary, render_qat_table  # noqa: E402
 from evaluation.report import evaluate_autoencoder  # noqa: E402
 from memmix_data import load_documents, load_or_build_windows, load_or_train_tokenizer, split_documents  # noqa: E402
+from memmix_train.config import TrainConfig  # noqa: E402
+from memmix_train.loop import build_optimizer, build_scheduler, train_step  # noqa: E402
 from modeling_memmix import MixerAutoencoder, MixerAutoencoderConfig  # noqa: E402
 from modeling_memmix.quantization import EMBEDDING_FORMATS  # noqa: E402
 
@@ -89,26 +91,22 @@ def model_config(args: argparse.Namespace, vocab_size: int, noise: str | None) -
 def train_autoencoder(config: MixerAutoencoderConfig, train_ids: torch.Tensor, args: argparse.Namespace,
                       seed: int) -> tuple[MixerAutoencoder, list[float]]:
     """Train from the seed's initial weights on the seed's batch order; returns the model and loss curve."""
+    train = TrainConfig(lr=args.lr, weight_decay=0.01, betas=[0.9, 0.95], warmup_steps=args.warmup_steps,
+                        max_steps=args.steps, batch_size=args.batch_size, grad_clip=1.0)
+    accelerator = Accelerator(cpu=True)  # one plain process: train_step's backward / clip / reduce are torch's own
     torch.manual_seed(seed)
     model = MixerAutoencoder(config)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr, betas=(0.9, 0.95))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
+    optimizer = build_optimizer(model, train)
+    scheduler = build_scheduler(optimizer, train)
     batches = torch.Generator().manual_seed(seed)
     model.train()
     curve = []
-    for _ in range(args.steps):
-        rows = torch.randint(0, train_ids.shape[0], (args.batch_size,), generator=batches)
+    for _ in range(train.max_steps):
+        rows = torch.randint(0, train_ids.shape[0], (train.batch_size,), generator=batches)
         batch = train_ids[rows]
-        loss = model(batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        curve.append(loss.item())
+        loss, _ = train_step(model, optimizer, scheduler, [{"input_ids": batch, "labels": batch}], accelerator,
+                             train.grad_clip)
+        curve.append(loss)
     return model.eval(), curve
 
 
