@@ -1,4 +1,5 @@
-"""Distributed training on CPU (issue 4): FSDP2 sharding under torchrun, and DDP through ``accelerate launch``.
+"""Distributed training on CPU gives the single-process results: FSDP2 sharding under torchrun, and DDP through
+``accelerate launch``.
 
 Both tests start real 2-process jobs over the gloo backend with ``subprocess`` and read what the processes
 wrote; they compare against a 1-process run of the same global batch.
@@ -21,9 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from memmix_data import builtin_documents
-from memmix_data.tokenizer import train_tokenizer
+from helpers import TINY_MODEL, builtin_data, read_log, tiny_preset, train_small_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 DIST_SCRIPTS = REPO / "tests" / "dist_scripts"
@@ -117,28 +116,16 @@ STATE_LINE = re.compile(r"processes: (\d+), distributed: (\w+)")
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory) -> dict[str, str]:
     """A small tokenizer and a window cache shared by the 1- and 2-process runs."""
-    root = tmp_path_factory.mktemp("ddp_data")
-    train_tokenizer(builtin_documents()[:150], vocab_size=300, save_dir=str(root / "tokenizer"))
-    return {"tokenizer": str(root / "tokenizer"), "cache_dir": str(root / "cache")}
+    return train_small_tokenizer(tmp_path_factory.mktemp("ddp_data"))
 
 
 def write_preset(path: Path, data: dict[str, str], output_dir: Path, batch_size: int) -> Path:
     """A tiny mixer run: lr high enough that the loss moves in a few steps, a loss record every step."""
-    preset = {
-        "family": "mixer",
-        "model": {"hidden_size": 32, "num_hidden_layers": 2, "n_ctx": 16, "intermediate_size": 64},
-        "data": {"corpus": "builtin", "max_documents": 150, "tokenizer": data["tokenizer"],
-                 "cache_dir": data["cache_dir"], "validation_fraction": 0.1},
-        "train": {"output_dir": str(output_dir), "batch_size": batch_size, "lr": 1e-2, "warmup_steps": 1,
-                  "max_steps": DDP_STEPS, "eval_every": DDP_STEPS, "save_every": DDP_STEPS, "log_every": 1,
-                  "eval_batches": 2, "tensorboard": False, "resume": "never"},
-    }
+    preset = tiny_preset("mixer", TINY_MODEL, builtin_data(data), output_dir, batch_size=batch_size, lr=1e-2,
+                         warmup_steps=1, max_steps=DDP_STEPS, eval_every=DDP_STEPS, save_every=DDP_STEPS,
+                         eval_batches=2, resume="never")
     path.write_text(json.dumps(preset))
     return path
-
-
-def metrics_of(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def launch_state(done: subprocess.CompletedProcess) -> tuple[int, str]:
@@ -166,7 +153,7 @@ def test_accelerate_launch_two_cpu_processes_is_ddp_matching_one_process(tmp_pat
     assert launch_state(two) == (2, "MULTI_CPU")
     assert launch_state(one) == (1, "NO")
 
-    two_log, one_log = metrics_of(two_dir), metrics_of(one_dir)
+    two_log, one_log = read_log(two_dir), read_log(one_dir)
     two_train = [record for record in two_log if "train_loss" in record]
     one_train = [record for record in one_log if "train_loss" in record]
     assert [r["step"] for r in two_train] == [r["step"] for r in one_train] == list(range(1, DDP_STEPS + 1))

@@ -1,4 +1,4 @@
-"""Tests of the PEFT LoRA recipes (issue 6, model side): causality with random nonzero adapters on every
+"""Tests of the PEFT LoRA recipes in memmix_peft: causality with random nonzero adapters on every
 recommended target (mixing weights included) before and after merging, the mixing adapter not being a no-op,
 exact adapter save/load, merged == adapted, loading an adapter on a remote-code base in a process without
 memmix, the memory-model decoder-only recipe, clear errors, and a short LoRA fine-tune lowering the loss."""
