@@ -1,4 +1,4 @@
-"""Tests of generation (issue 3): the incremental cache equals the full forward for every mixer and memory
+"""Generation: the incremental cache equals the full forward for every mixer and memory
 variant, generate() reuses the cache (transformers 5.24 `cache=` / `outputs.cache`), ragged batches equal
 single prompts, the memory model crosses chunk boundaries exactly like its training-time forward, all the
 usual generate modes work, length limits fail before any work, and a saved checkpoint generates through
@@ -18,31 +18,14 @@ import textwrap
 import pytest
 import torch
 from transformers.generation.streamers import BaseStreamer
+from variants import CACHED_MEMORY_VARIANTS as MEMORY_VARIANTS
+from variants import CACHED_MIXER_VARIANTS as MIXER_VARIANTS
+from variants import TINY_NO_CTX as TINY
 
 from modeling_memmix import MemoryMixerConfig, MemoryMixerForCausalLM, MixerConfig, MixerForCausalLM
 from modeling_memmix.generation_memmix import MemmixCache, sliding_keep
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
-
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2)
-MIXER_VARIANTS = {
-    "flat": dict(),
-    "heads": dict(mixer_heads=4),
-    "conv3": dict(mixer_kernel_size=3),
-    "heads_conv2": dict(mixer_heads=4, mixer_kernel_size=2),
-    "transformer": dict(block_type="transformer"),
-}
-MEMORY_VARIANTS = {
-    "past_fixed": dict(),
-    "past_variable": dict(memory_positions="variable"),
-    "recurrent": dict(memory_mode="recurrent"),
-    "sum": dict(combine="sum", max_memories=1),
-    "concat": dict(combine="concat", max_memories=1),
-    "recurrent_concat": dict(memory_mode="recurrent", combine="concat"),
-    "heads_conv3": dict(mixer_heads=4, mixer_kernel_size=3),
-    "transformer_encoder_bottleneck": dict(encoder_type="transformer", memory_dim=16),
-    "transformer_decoder": dict(decoder_type="transformer"),
-}
 
 
 def mixer(variant: str = "flat", n_ctx: int = 16, seed: int = 0) -> MixerForCausalLM:

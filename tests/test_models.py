@@ -1,4 +1,4 @@
-"""Tests of the model family (issue 2): causality of every causal variant, the mask living inside the
+"""The model families: causality of every causal variant, the mask living inside the
 computation, remote-code loading in a process without memmix, training steps, input errors, the seed's memory
 layout and the mixing-weight initialization."""
 

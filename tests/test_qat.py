@@ -1,4 +1,4 @@
-"""Model-level tests of quantized embeddings and quantization-aware training (issue 7).
+"""Quantized embeddings and quantization-aware training inside the models.
 
 tests/test_quantization.py covers the formats themselves; here: QAT noise inside the models (training mode
 only, documented scale, both positions), bits charged by the report == serialized codes + scales, memory

@@ -50,6 +50,29 @@ MEMORY_VARIANTS = {
 }
 
 
+# generation tests cover the variants whose incremental path differs (even kernel k=2, recurrent concat,
+# transformer encoder with a bottleneck, transformer decoder); they choose n_ctx per test
+TINY_NO_CTX = {key: value for key, value in TINY.items() if key != "n_ctx"}
+CACHED_MIXER_VARIANTS = {
+    "flat": {},
+    "heads": {"mixer_heads": 4},
+    "conv3": {"mixer_kernel_size": 3},
+    "heads_conv2": {"mixer_heads": 4, "mixer_kernel_size": 2},
+    "transformer": {"block_type": "transformer"},
+}
+CACHED_MEMORY_VARIANTS = {
+    "past_fixed": {},
+    "past_variable": {"memory_positions": "variable"},
+    "recurrent": {"memory_mode": "recurrent"},
+    "sum": {"combine": "sum", "max_memories": 1},
+    "concat": {"combine": "concat", "max_memories": 1},
+    "recurrent_concat": {"memory_mode": "recurrent", "combine": "concat"},
+    "heads_conv3": {"mixer_heads": 4, "mixer_kernel_size": 3},
+    "transformer_encoder_bottleneck": {"encoder_type": "transformer", "memory_dim": 16},
+    "transformer_decoder": {"decoder_type": "transformer"},
+}
+
+
 def mixer_config(name: str, **extra) -> MixerConfig:
     return MixerConfig(**TINY, **MIXER_VARIANTS[name], **extra)
 
