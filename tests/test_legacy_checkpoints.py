@@ -3,13 +3,16 @@ unexpected keys) and give the logits stored beside them, and they still load as 
 
 The checkpoints in ``tests/fixtures/legacy_checkpoints/`` were made by ``tests/fixtures/make_legacy_checkpoints.py``
 before the architecture redesign, and cover every family with its weight-layout variants (heads, kernel k > 1,
-Llama blocks, narrow encoder and bottleneck, recurrent, oracle concat, unroll, transformer decoder).
+Llama blocks, narrow encoder and bottleneck, recurrent, oracle concat, unroll, transformer decoder). The remote
+code that ``save_pretrained`` wrote beside them is kept once, in ``tests/fixtures/legacy_remote_code/``, and put
+back beside each checkpoint for the remote-code test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,6 +24,7 @@ import torch
 from modeling_memmix import MemoryMixerForCausalLM, MixerAutoencoder, MixerForCausalLM
 
 FOLDER = Path(__file__).resolve().parent / "fixtures" / "legacy_checkpoints"
+REMOTE_CODE = Path(__file__).resolve().parent / "fixtures" / "legacy_remote_code"
 CLASSES = {"masked_mixer": MixerForCausalLM, "memory_mixer": MemoryMixerForCausalLM,
            "mixer_autoencoder": MixerAutoencoder}
 CHECKPOINTS = sorted(path.name for path in FOLDER.iterdir() if path.is_dir())
@@ -66,7 +70,13 @@ LOADER = textwrap.dedent("""
 def test_legacy_checkpoints_load_as_remote_code_in_a_fresh_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    folders = [str(FOLDER / name) for name in CHECKPOINTS]
+    folders = []
+    for name in CHECKPOINTS:  # each checkpoint as saved: its files and the remote code of its day
+        folder = tmp_path / name
+        shutil.copytree(FOLDER / name, folder)
+        for code in REMOTE_CODE.glob("*.py"):
+            shutil.copy(code, folder)
+        folders.append(str(folder))
     result = subprocess.run([sys.executable, "-c", LOADER, *folders], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
