@@ -7,8 +7,9 @@ Typical use::
     train = load_or_build_windows("builtin", tokenizer, window=512, split="train", cache_dir="runs/cache")
 """
 
+from memmix_hub import HubUnreachableError  # the one "Hub cannot be reached" error, re-exported
+
 from .corpus import (
-    HubUnreachableError,
     builtin_documents,
     builtin_fingerprint,
     check_local_files,

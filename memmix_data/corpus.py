@@ -40,6 +40,14 @@ import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from memmix_hub import (
+    DATASETS_OFFLINE_ENV_VARS,
+    HubUnreachableError,
+    hub_is_offline,
+    hub_unreachable,
+    is_connection_error,
+)
+
 BUILTIN_SPEC = "builtin"
 MIN_BUILTIN_DOCUMENT_CHARS = 200
 # Folders of the standard library that hold tests, tools, vendored packages or generated data.
@@ -59,12 +67,7 @@ _SKIPPED_STDLIB_DIRS = frozenset(
     }
 )
 _LOADERS_BY_SUFFIX = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 _UTF8_CHECK_CHUNK_BYTES = 1 << 20
-
-
-class HubUnreachableError(ConnectionError):
-    """The Hugging Face Hub cannot be reached (offline mode or no network)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,36 +375,18 @@ def _load_local(spec: str, text_column: str, streaming: bool):
         raise ValueError(f"Cannot read {names}: {type(cause).__name__}: {cause}") from err
 
 
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for var in _OFFLINE_ENV_VARS
-    )
-
-
 def _hub_unreachable(spec: str, reason: str) -> HubUnreachableError:
-    return HubUnreachableError(
-        f"Cannot load the Hub dataset {spec!r}: the Hugging Face Hub cannot be reached ({reason}). "
-        "Use local files instead (*.txt, *.json, *.jsonl, *.parquet paths or globs) or 'builtin'."
+    return hub_unreachable(
+        f"Cannot load the Hub dataset {spec!r}", reason,
+        "Use local files instead (*.txt, *.json, *.jsonl, *.parquet paths or globs) or 'builtin'.",
     )
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(err).__mro__}
-    connection_names = {
-        "ConnectionError",
-        "ConnectError",
-        "OfflineModeIsEnabled",
-        "Timeout",
-        "TimeoutException",
-    }
-    return bool(names & connection_names) or "offline" in str(err).lower()
 
 
 def _load_hub(spec: str, split: str, streaming: bool):
     """A Hub dataset; offline, only a copy already in the `datasets` cache can load."""
     import datasets
 
-    if _hub_offline() and not datasets.config.HF_HUB_OFFLINE:
+    if hub_is_offline(DATASETS_OFFLINE_ENV_VARS) and not datasets.config.HF_HUB_OFFLINE:
         # Offline mode was switched on after `datasets` was imported, so `datasets` would still try
         # the network (and retry for a while); fail at once instead.
         raise _hub_unreachable(spec, "offline mode is set by HF_HUB_OFFLINE / HF_DATASETS_OFFLINE")
@@ -409,7 +394,7 @@ def _load_hub(spec: str, split: str, streaming: bool):
     try:
         return datasets.load_dataset(name, config or None, split=split, streaming=streaming)
     except Exception as err:
-        if _is_connection_error(err):
+        if is_connection_error(err):
             raise _hub_unreachable(spec, f"{type(err).__name__}: {err}") from err
         raise
 
