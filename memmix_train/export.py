@@ -25,11 +25,6 @@ from modeling_memmix.families import get_family
 
 from .config import RunConfig, save_config
 
-FAMILY_TITLES = {
-    "mixer": "causal masked-mixer language model",
-    "autoencoder": "masked-mixer autoencoder",
-    "memory": "masked-mixer memory model",
-}
 _OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
@@ -144,7 +139,8 @@ def model_card(run_config: dict[str, Any], metrics: dict[str, Any], model_name: 
     if metrics.get("val_loss") is not None:
         lines += ["    - type: loss", f"      value: {metrics['val_loss']:.4f}", "      name: Validation loss (nats/token)"]
     lines.append("---")
-    what = f"LoRA adapter for a {FAMILY_TITLES[family]}" if adapter else f"{FAMILY_TITLES[family]}"
+    title = get_family(family).description
+    what = f"LoRA adapter for a {title}" if adapter else title
     body = f"""
 # {model_name}
 

@@ -29,12 +29,14 @@ class Family:
         name: the family's one name (presets' ``"family"``, reports, model cards).
         config_class / model_class: what a checkpoint of the family is built from.
         causal: a causal LM (scores next tokens, generates) rather than an autoencoder.
+        description: what the family is, in words (model cards, reports).
     """
 
     name: str
     config_class: type
     model_class: type
     causal: bool
+    description: str
 
     @property
     def model_type(self) -> str:
@@ -54,9 +56,12 @@ class Family:
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
-        Family("mixer", MixerConfig, MixerForCausalLM, causal=True),
-        Family("autoencoder", MixerAutoencoderConfig, MixerAutoencoder, causal=False),
-        Family("memory", MemoryMixerConfig, MemoryMixerForCausalLM, causal=True),
+        Family("mixer", MixerConfig, MixerForCausalLM, causal=True,
+               description="causal masked-mixer language model"),
+        Family("autoencoder", MixerAutoencoderConfig, MixerAutoencoder, causal=False,
+               description="masked-mixer autoencoder"),
+        Family("memory", MemoryMixerConfig, MemoryMixerForCausalLM, causal=True,
+               description="masked-mixer memory model"),
     )
 }
 
