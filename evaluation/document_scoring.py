@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-CAUSAL_MODEL_TYPES = ("masked_mixer", "memory_mixer")
+from modeling_memmix.families import FAMILIES
+
+CAUSAL_MODEL_TYPES = tuple(family.model_type for family in FAMILIES.values() if family.causal)
 
 
 @dataclass(frozen=True)
@@ -106,22 +108,24 @@ class DocumentScores:
 
 
 def causal_max_length(model: torch.nn.Module) -> int:
-    """Longest input a memmix causal model reads at once; ValueError for models that are not causal LMs."""
+    """Longest input a memmix causal model reads at once (``config.max_sequence_length``); ValueError for
+    models that are not causal LMs (the family registry, `modeling_memmix.families`, says which are)."""
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type == "mixer_autoencoder":
+    family = next((family for family in FAMILIES.values() if family.model_type == model_type), None)
+    if family is not None and not family.causal:
         raise ValueError(
             "Document scoring needs a causal LM (MixerForCausalLM or MemoryMixerForCausalLM); a MixerAutoencoder "
             "reconstructs a window from an embedding of that same window, so it gives no next-token likelihoods. "
             "Use the default --scoring windows for autoencoders."
         )
-    if model_type == "memory_mixer" and getattr(config, "memory_mode", None) == "oracle":
+    if family is not None and family.name == "memory" and getattr(config, "memory_mode", None) == "oracle":
         raise ValueError(
             "Document scoring needs a causal LM; a memory model with memory_mode='oracle' reads an embedding of "
             "the chunk it predicts, so its likelihoods are not causal. Use the default --scoring windows, which "
             "charges the embedding's stored size (normalized loss)."
         )
-    if model_type not in CAUSAL_MODEL_TYPES or getattr(config, "max_sequence_length", None) is None:
+    if family is None or getattr(config, "max_sequence_length", None) is None:
         raise ValueError(
             f"Cannot tell the longest input of model_type {model_type!r}; pass max_length (a memmix causal model "
             f"has config.max_sequence_length; supported: {list(CAUSAL_MODEL_TYPES)})"

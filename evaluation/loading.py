@@ -3,9 +3,10 @@
 - `load_model_and_tokenizer(source)`: a local folder or a Hub id; the model through ``AutoModel`` /
   ``AutoModelForCausalLM`` with ``trust_remote_code=True`` and the tokenizer from the same folder.
   Clear errors for a folder without tokenizer, a tokenizer whose vocabulary is larger than the
-  model's ``vocab_size``, and a Hub id while the Hub cannot be reached.
-- `evaluation_window_length(config)`: tokens per evaluated window (``n_ctx``, or
-  ``n_ctx * (max_memories + 1)`` for memory models).
+  model's ``vocab_size``, and a Hub id while the Hub cannot be reached (`memmix_hub.HubUnreachableError`).
+  The family is looked up in `modeling_memmix.families` (``"mixer"``, ``"autoencoder"``, ``"memory"``).
+  An evaluated window is ``config.max_sequence_length`` tokens (``n_ctx``; memory models:
+  ``n_ctx * (max_memories + 1)``).
 - `load_evaluation_data(...)`: the held-out (or train, or every) document of a corpus spec, packed into
   full windows exactly as training packs them (`memmix_data`), plus the training text used to prime the
   compressors (none with ``split="all"``: no document is left out to prime with).
@@ -14,22 +15,24 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+import transformers
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from memmix_data import HubUnreachableError, PackedWindows, load_documents, pack_documents, split_documents
+from memmix_data import PackedWindows, load_documents, pack_documents, split_documents
+from memmix_hub import (
+    HubUnreachableError,
+    hub_is_offline,
+    hub_unreachable,
+    is_connection_error,
+    looks_like_hub_id,
+)
+from modeling_memmix.families import family_of
 
-FAMILY_OF_MODEL_TYPE = {
-    "masked_mixer": "causal",
-    "mixer_autoencoder": "autoencoder",
-    "memory_mixer": "memory",
-}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 RUN_CONFIG_FILE = "run_config.json"
 # Every document is followed by the end-of-text token when packed; that token stands for b"\n".
 DOCUMENT_SEPARATOR = b"\n"
@@ -42,7 +45,7 @@ class LoadedModel:
 
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
-    family: str  # "causal" | "autoencoder" | "memory"
+    family: str  # a name of modeling_memmix.families: "mixer" | "autoencoder" | "memory"
     source: str
     local_folder: Path | None
     run_config: dict | None = None
@@ -69,28 +72,11 @@ class EvaluationData:
 # ---------------------------------------------------------------------------------------------
 
 
-def hub_is_offline() -> bool:
-    """True when the environment switches the Hugging Face Hub off."""
-    return any(os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for name in OFFLINE_ENV_VARS)
-
-
-def _looks_like_local_path(source: str) -> bool:
-    """Hub ids are ``name`` or ``org/name``; anything else with a path shape is meant as a folder."""
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
-
-
 def _hub_unreachable(source: str, reason: str) -> HubUnreachableError:
-    return HubUnreachableError(
-        f"Cannot load the model {source!r}: it is not a local folder and the Hugging Face Hub cannot be "
-        f"reached ({reason}). Pass the path of a saved model folder instead (save_pretrained output)."
+    return hub_unreachable(
+        f"Cannot load the model {source!r} (not a local folder)", reason,
+        "Pass the path of a saved model folder instead (save_pretrained output).",
     )
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(error).__mro__}
-    connection_names = {"ConnectionError", "ConnectError", "OfflineModeIsEnabled", "Timeout", "TimeoutException"}
-    text = str(error).lower()
-    return bool(names & connection_names) or "offline" in text or "couldn't connect" in text
 
 
 def resolve_model_source(source: str) -> Path | None:
@@ -104,7 +90,7 @@ def resolve_model_source(source: str) -> Path | None:
         return path
     if path.exists():
         raise FileNotFoundError(f"--model {source!r} is a file; give the folder a model was saved to")
-    if _looks_like_local_path(source):
+    if not looks_like_hub_id(source):  # Hub ids are ``org/name``; anything else is meant as a folder
         raise FileNotFoundError(f"Model folder not found: {source!r}")
     if hub_is_offline():
         raise _hub_unreachable(source, "offline mode is set by HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE")
@@ -130,15 +116,6 @@ def check_vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int, tokeni
         )
 
 
-def model_family(model_type: str) -> str:
-    """'causal', 'autoencoder' or 'memory' for a memmix model_type; ValueError for anything else."""
-    if model_type not in FAMILY_OF_MODEL_TYPE:
-        raise ValueError(
-            f"model_type {model_type!r} is not a memmix model; expected one of {sorted(FAMILY_OF_MODEL_TYPE)}"
-        )
-    return FAMILY_OF_MODEL_TYPE[model_type]
-
-
 def read_run_config(folder: Path | None) -> dict | None:
     """The training run configuration saved next to an exported model (run_config.json), if any."""
     if folder is None or not (folder / RUN_CONFIG_FILE).is_file():
@@ -150,7 +127,7 @@ def _load_pretrained(loader, source: str, **kwargs):
     try:
         return loader.from_pretrained(source, **kwargs)
     except Exception as error:
-        if _is_connection_error(error):
+        if is_connection_error(error):
             raise _hub_unreachable(source, f"{type(error).__name__}: {error}") from error
         raise
 
@@ -168,7 +145,7 @@ def load_model_and_tokenizer(
     if tokenizer_source is None and folder is not None:
         check_tokenizer_files(folder)
     config = _load_pretrained(AutoConfig, source, trust_remote_code=True)
-    family = model_family(getattr(config, "model_type", ""))
+    family = family_of(config)
     try:
         tokenizer = _load_pretrained(AutoTokenizer, tokenizer_from)
     except (OSError, ValueError) as error:
@@ -176,16 +153,10 @@ def load_model_and_tokenizer(
             raise
         raise ValueError(f"Cannot load a tokenizer from {tokenizer_from!r}: {error}") from error
     check_vocabulary(tokenizer, config.vocab_size, tokenizer_from)
-    auto_class = AutoModel if family == "autoencoder" else AutoModelForCausalLM
+    auto_class = getattr(transformers, family.auto_class)
     model = _load_pretrained(auto_class, source, trust_remote_code=True, dtype=torch.float32)
     model.to(device).eval()
-    return LoadedModel(model, tokenizer, family, source, folder, read_run_config(folder))
-
-
-def evaluation_window_length(config) -> int:
-    """Tokens per evaluated window: ``n_ctx`` (causal LM, autoencoder) or ``max_sequence_length`` (memory)."""
-    family = model_family(config.model_type)
-    return config.max_sequence_length if family == "memory" else config.n_ctx
+    return LoadedModel(model, tokenizer, family.name, source, folder, read_run_config(folder))
 
 
 # ---------------------------------------------------------------------------------------------

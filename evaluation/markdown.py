@@ -1,4 +1,4 @@
-"""Markdown text of a memmix evaluation report (the dict built by `evaluation.report.build_report`).
+"""Markdown text of a memmix evaluation report (the dict built by `evaluation.reporting.build_report`).
 
 Numbers are printed with 4 decimals; report.json keeps them in full.
 """
@@ -70,7 +70,7 @@ def _bits_per_byte_section(report: dict) -> str:
     return "\n".join(text)
 
 
-def _causal_section(results: dict) -> str:
+def _mixer_section(results: dict) -> str:
     summary = results["summary"]
     return "\n".join(["## Causal LM", "", table(
         ["cross-entropy (nats/token)", "bits per byte", "scored tokens", "scored bytes"],
@@ -80,10 +80,10 @@ def _causal_section(results: dict) -> str:
 
 def _autoencoder_section(results: dict) -> str:
     rows = [
-        [fmt, v["bits_per_value"], v["bits_per_vector"], v["cross_entropy"], v["hamming_accuracy"],
+        [embedding_format, v["bits_per_value"], v["bits_per_vector"], v["cross_entropy"], v["hamming_accuracy"],
          v["information_retained"], v["embedding_bits_per_byte"], v["embedding_bits_per_byte_formula"],
          v["total_bits_per_byte"]]
-        for fmt, v in results["formats"].items()
+        for embedding_format, v in results["formats"].items()
     ]
     formula = results["embedding_bits_per_byte_formula"]
     return "\n".join([
@@ -124,9 +124,9 @@ def _memory_section(results: dict) -> str:
     ]
     if "oracle" in results:
         oracle_rows = [
-            [fmt, v["cross_entropy"], v["bits_per_vector"], v["normalized_loss"], v["normalized_loss_formula"],
+            [embedding_format, v["cross_entropy"], v["bits_per_vector"], v["normalized_loss"], v["normalized_loss_formula"],
              v["total_bits_per_byte"]]
-            for fmt, v in results["oracle"].items()
+            for embedding_format, v in results["oracle"].items()
         ]
         text += ["", "### Oracle mode: normalized loss (CE + embedding cost, nats/token)", "",
                  table(["memory format", "CE", "stored bits/chunk", "normalized loss (stored size)",
@@ -140,7 +140,7 @@ def _memory_section(results: dict) -> str:
     return "\n".join(text)
 
 
-FAMILY_SECTIONS = {"causal": _causal_section, "autoencoder": _autoencoder_section, "memory": _memory_section}
+FAMILY_SECTIONS = {"mixer": _mixer_section, "autoencoder": _autoencoder_section, "memory": _memory_section}
 
 
 def _documents_section(results: dict) -> str:

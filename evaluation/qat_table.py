@@ -7,7 +7,7 @@ Compare two saved models (same tokenizer, same family) on the same held-out wind
 Autoencoders are scored by reconstruction cross-entropy with the embedding stored in each format; memory
 models in oracle mode by their next-token cross-entropy with memories stored in each format. The bits come
 from the stored codes and scales (`QuantizedEmbedding.num_bits`), and "total bpb" is the description length
-that charges that real stored size (embedding + residual cross-entropy; see evaluation/report.py).
+that charges that real stored size (embedding + residual cross-entropy; see evaluation/evaluators.py).
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def format_results(result: Mapping) -> Mapping[str, Mapping]:
 
 def format_losses(result: Mapping) -> dict[str, float]:
     """``{format: cross-entropy}`` of one evaluated model."""
-    return {fmt: values["cross_entropy"] for fmt, values in format_results(result).items()}
+    return {embedding_format: values["cross_entropy"] for embedding_format, values in format_results(result).items()}
 
 
-def loss_increase(values: Mapping[str, Mapping], fmt: str) -> float:
-    """Cross-entropy with ``fmt`` minus cross-entropy with the fp32 embedding (nats/token)."""
-    return values[fmt]["cross_entropy"] - values[REFERENCE_FORMAT]["cross_entropy"]
+def loss_increase(values: Mapping[str, Mapping], embedding_format: str) -> float:
+    """Cross-entropy with ``embedding_format`` minus cross-entropy with the fp32 embedding (nats/token)."""
+    return values[embedding_format]["cross_entropy"] - values[REFERENCE_FORMAT]["cross_entropy"]
 
 
 def _percent(increase: float, reference: float) -> str:
@@ -52,19 +52,19 @@ def qat_rows(without: Mapping, with_qat: Mapping) -> list[list]:
     """One row per format present in both results: bits, CE and its increase over fp32, total bpb."""
     plain, noisy = format_results(without), format_results(with_qat)
     rows = []
-    for fmt in [REFERENCE_FORMAT, *EMBEDDING_FORMATS]:
-        if fmt not in plain or fmt not in noisy:
+    for embedding_format in [REFERENCE_FORMAT, *EMBEDDING_FORMATS]:
+        if embedding_format not in plain or embedding_format not in noisy:
             continue
-        if plain[fmt]["bits_per_vector"] != noisy[fmt]["bits_per_vector"]:
+        if plain[embedding_format]["bits_per_vector"] != noisy[embedding_format]["bits_per_vector"]:
             raise ValueError(
-                f"{fmt}: the two models store {plain[fmt]['bits_per_vector']} and {noisy[fmt]['bits_per_vector']} "
+                f"{embedding_format}: the two models store {plain[embedding_format]['bits_per_vector']} and {noisy[embedding_format]['bits_per_vector']} "
                 "bits per vector; compare models with the same embedding size"
             )
         rows.append([
-            fmt, int(plain[fmt]["bits_per_vector"]),
-            plain[fmt]["cross_entropy"], _percent(loss_increase(plain, fmt), plain[REFERENCE_FORMAT]["cross_entropy"]),
-            noisy[fmt]["cross_entropy"], _percent(loss_increase(noisy, fmt), noisy[REFERENCE_FORMAT]["cross_entropy"]),
-            plain[fmt]["total_bits_per_byte"], noisy[fmt]["total_bits_per_byte"],
+            embedding_format, int(plain[embedding_format]["bits_per_vector"]),
+            plain[embedding_format]["cross_entropy"], _percent(loss_increase(plain, embedding_format), plain[REFERENCE_FORMAT]["cross_entropy"]),
+            noisy[embedding_format]["cross_entropy"], _percent(loss_increase(noisy, embedding_format), noisy[REFERENCE_FORMAT]["cross_entropy"]),
+            plain[embedding_format]["total_bits_per_byte"], noisy[embedding_format]["total_bits_per_byte"],
         ])
     return rows
 
@@ -78,13 +78,13 @@ def render_qat_table(without: Mapping, with_qat: Mapping, labels: Sequence[str] 
 
 
 def qat_gap_summary(runs: Sequence[tuple[str, Mapping, Mapping, str]]) -> str:
-    """Markdown table, one row per ``(label, without, with_qat, fmt)``: loss increase over fp32 of ``fmt``
+    """Markdown table, one row per ``(label, without, with_qat, embedding_format)``: loss increase over fp32 of ``embedding_format``
     for the model trained without and with QAT noise (nats/token, 5 decimals: the int8 gaps are tiny)."""
     rows = []
-    for label, without, with_qat, fmt in runs:
+    for label, without, with_qat, embedding_format in runs:
         plain, noisy = format_results(without), format_results(with_qat)
-        gap_plain, gap_noisy = loss_increase(plain, fmt), loss_increase(noisy, fmt)
-        rows.append([label, fmt, plain[REFERENCE_FORMAT]["cross_entropy"], f"{gap_plain:+.5f}",
+        gap_plain, gap_noisy = loss_increase(plain, embedding_format), loss_increase(noisy, embedding_format)
+        rows.append([label, embedding_format, plain[REFERENCE_FORMAT]["cross_entropy"], f"{gap_plain:+.5f}",
                      noisy[REFERENCE_FORMAT]["cross_entropy"], f"{gap_noisy:+.5f}",
                      "yes" if gap_noisy < gap_plain else "no"])
     header = ["run", "stored as", "fp32 CE no QAT", "gap no QAT", "fp32 CE QAT", "gap QAT", "QAT gap smaller"]
@@ -98,17 +98,13 @@ def qat_gap_summary(runs: Sequence[tuple[str, Mapping, Mapping, str]]) -> str:
 
 def evaluate_saved(model: str, data: str, max_windows: int | None, batch_size: int, device: str) -> dict:
     """Per-format measures of one saved model on its held-out windows (report settings, no compressors)."""
-    from evaluation.loading import (
-        evaluation_window_length,
-        load_evaluation_data,
-        load_model_and_tokenizer,
-        split_settings_for,
-    )
-    from evaluation.report import evaluate_autoencoder, evaluate_oracle_formats, scored_token_bytes
+    from evaluation.evaluators import evaluate_autoencoder, evaluate_oracle_formats
+    from evaluation.loading import load_evaluation_data, load_model_and_tokenizer, split_settings_for
+    from evaluation.measures import scored_token_bytes
 
     loaded = load_model_and_tokenizer(model, None, device)
     settings = split_settings_for(data, loaded.run_config)
-    windows = load_evaluation_data(data, loaded.tokenizer, evaluation_window_length(loaded.model.config),
+    windows = load_evaluation_data(data, loaded.tokenizer, loaded.model.config.max_sequence_length,
                                    max_windows=max_windows, max_primer_bytes=None, **settings).windows.input_ids
     options = {"batch_size": batch_size, "progress": False, "embedding_formats": list(EMBEDDING_FORMATS)}
     if loaded.family == "autoencoder":

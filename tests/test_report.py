@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from evaluation.compressors import compress_windows
+from evaluation.evaluators import evaluate_mixer
 from evaluation.loading import LoadedModel, load_model_and_tokenizer
 from evaluation.model_card import update_model_card
-from evaluation.report import evaluate_causal, main, run_report, scored_window_bytes
+from evaluation.report import main, run_report, scored_window_bytes
 from memmix_data import (
     HubUnreachableError,
     builtin_documents,
@@ -118,8 +119,8 @@ class ConstantLogits(torch.nn.Module):
 
 def test_constant_logits_give_ln_v_and_bits_per_byte_from_the_scored_bytes(documents, tokenizer):
     input_ids = validation_windows(documents, tokenizer, N_CTX)[:10]
-    loaded = LoadedModel(ConstantLogits(VOCAB), tokenizer, "causal", "stub", None)
-    summary = evaluate_causal(loaded, input_ids, {"batch_size": 4, "progress": False})["summary"]
+    loaded = LoadedModel(ConstantLogits(VOCAB), tokenizer, "mixer", "stub", None)
+    summary = evaluate_mixer(loaded, input_ids, {"batch_size": 4, "progress": False})["summary"]
     scored_bytes = sum(len(token_bytes(tokenizer, row[1:])) for row in input_ids)
     scored_tokens = input_ids.shape[0] * (N_CTX - 1)
     assert summary["tokens"] == scored_tokens and summary["bytes"] == scored_bytes
@@ -154,8 +155,8 @@ def test_report_numbers_agree_with_the_evaluate_module(causal_report, documents,
 def test_multibyte_utf8_text_is_scored_per_byte_and_compressors_read_the_same_bytes(tokenizer):
     text = "Tōkyō 東京 naïve café — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ümlaut ß " * 3
     ids = pack_documents([text], tokenizer, window=1, drop_remainder=True).input_ids.view(1, -1)
-    loaded = LoadedModel(ConstantLogits(VOCAB), tokenizer, "causal", "stub", None)
-    summary = evaluate_causal(loaded, ids, {"batch_size": 1, "progress": False})["summary"]
+    loaded = LoadedModel(ConstantLogits(VOCAB), tokenizer, "mixer", "stub", None)
+    summary = evaluate_mixer(loaded, ids, {"batch_size": 1, "progress": False})["summary"]
     full = (text + "\n").encode("utf-8")  # the document, then its end-of-text token (one b"\n")
     first_token_bytes = len(token_bytes(tokenizer, ids[0, :1]))
     assert summary["bytes"] == len(full) - first_token_bytes
