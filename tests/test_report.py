@@ -324,3 +324,22 @@ def test_oracle_normalized_loss_charges_the_real_stored_size(documents, tokenize
     assert int4["normalized_loss"] == pytest.approx(int4["cross_entropy"] + offset, rel=1e-9)
     assert int4["normalized_loss_formula"] == pytest.approx(
         int4["cross_entropy"] + 10 * 4 / 8 * math.log(2), rel=1e-9)
+
+
+# ---------------------------------------------------------------- typed options
+
+
+def test_report_options_are_checked_once_and_name_the_option():
+    from evaluation.options import ReportOptions
+    from evaluation.report import build_parser
+
+    for bad, name in [({"split": "test"}, "split"), ({"scoring": "tokens"}, "scoring"), ({"stride": 4}, "stride"),
+                      ({"batch_size": 0}, "batch_size"), ({"max_windows": 0}, "max_windows"),
+                      ({"validation_fraction": 1.5}, "validation_fraction"), ({"compressors": ["lz4"]}, "compressors"),
+                      ({"embedding_formats": ["int3"]}, "embedding_formats"), ({"copy_windows": 0}, "copy_windows")]:
+        with pytest.raises(ValueError, match=name):
+            ReportOptions(model="m", **bad)
+    # the command's defaults are the options' defaults, and the flags map one to one onto fields
+    from_flags = ReportOptions.from_args(build_parser().parse_args(["--model", "runs/x/export"]))
+    assert from_flags == ReportOptions(model="runs/x/export")
+    assert str(from_flags.output_folder) == "reports/export" and from_flags.evaluator.batch_size == 8
