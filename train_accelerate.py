@@ -16,6 +16,11 @@ Fine-tune an exported checkpoint on your own text, in full or with LoRA adapters
     python train_accelerate.py --preset configuration/mixer_tiny_lora.json --set data.corpus=my_text/*.txt \\
         --set train.lora_rank=8 --set train.lora_merge=true
 
+Compiled (``torch.compile(fullgraph=True)`` of the model's forward and backward; ``train.compile_backend``
+chooses the backend, default inductor)::
+
+    python train_accelerate.py --preset configuration/mixer_tiny.json --set train.compile=true
+
 Several processes or GPUs (see configuration/accelerate/)::
 
     accelerate launch --config_file configuration/accelerate/cpu_2proc.yaml train_accelerate.py --preset ...
@@ -49,12 +54,13 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, set_seed
 
 from memmix_data import token_byte_lengths
+from memmix_hub import HubUnreachableError
 from memmix_peft import count_trainable_parameters
 from memmix_train.batches import WindowBatches
 from memmix_train.checkpointing import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from memmix_train.config import RunConfig, TrainConfig, load_preset, save_config
 from memmix_train.data import check_windows_fit, prepare_tokenizer, prepare_windows
-from memmix_train.export import HubOfflineError, check_hub_reachable, export_run, push_folder_to_hub
+from memmix_train.export import check_push_possible, export_run, push_folder_to_hub
 from memmix_train.loop import NonFiniteLossError, Progress, build_optimizer, build_scheduler, run_loop
 from memmix_train.metrics_log import LOG_FILE, MetricsLog, flat_hparams
 from memmix_train.model_builder import build_model, check_init_from, plan_model
@@ -107,7 +113,7 @@ def run_training(config: RunConfig) -> dict[str, Any]:
 
     # --- setup: what can fail without building anything fails first
     if train.push_to_hub:
-        check_hub_reachable(train.push_to_hub)  # fail before hours of training, not after
+        check_push_possible(train.push_to_hub)  # fail before hours of training, not after
     checkpoint_config = check_init_from(config)  # a mismatched init_from checkpoint fails here, once
     accelerator = make_accelerator(train)
     set_seed(train.seed)
@@ -134,6 +140,9 @@ def run_training(config: RunConfig) -> dict[str, Any]:
     optimizer = build_optimizer(model, train)
     scheduler = build_scheduler(optimizer, train)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if train.compile:  # the windows were checked on the host above: the compiled graph has no value checks
+        core = accelerator.unwrap_model(model)
+        core.forward = torch.compile(core.forward, fullgraph=True, backend=train.compile_backend)
     # The scheduler is not prepared: accelerate would step it once per process. It is checkpointed all the same.
     accelerator.register_for_checkpointing(scheduler)
 
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         result = main()
-    except (ValueError, FileNotFoundError, NonFiniteLossError, HubOfflineError) as error:
+    except (ValueError, FileNotFoundError, NonFiniteLossError, HubUnreachableError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     if "val_bits_per_byte" in result and PartialState().is_main_process:

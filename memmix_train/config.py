@@ -91,6 +91,8 @@ class TrainConfig:
     push_to_hub: str | None = None  # repo id to upload the export to
     hub_private: bool = False
     debug_nan_at_step: int | None = None  # test hook: make the loss NaN at this step
+    compile: bool = False  # torch.compile(fullgraph=True) the model's forward (and so its backward)
+    compile_backend: str = "inductor"  # torch.compile backend (e.g. "aot_eager" to check tracing without codegen)
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -103,6 +105,15 @@ class TrainConfig:
             raise ValueError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ValueError(f"train.lr={self.lr!r} must be a positive number")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"train.compile={self.compile!r} must be true or false")
+        if self.compile:
+            import torch._dynamo
+
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile_backend not in backends:
+                raise ValueError(f"train.compile_backend={self.compile_backend!r} is not a torch.compile backend; "
+                                 f"choose one of {backends}")
 
 
 def _is_int(value: Any) -> bool:

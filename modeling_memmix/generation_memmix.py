@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import torch
 
+from .input_checks import check_attention_mask, check_token_range, value_checks_enabled
 from .memory_modes import join_memories
 
 
@@ -52,27 +53,6 @@ def sliding_keep(n_ctx: int) -> int:
 # ----- padding -----------------------------------------------------------------------------------------------
 
 
-def check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
-    """The mask must be ``(B, T)`` like the input and each row one run of ones: left padding, right padding or
-    both (``0 0 1 1 1 0``). A zero between two tokens would mean skipping a position, which a model with
-    absolute positions cannot do, so it raises instead of being silently read as a token."""
-    if attention_mask.shape != input_ids.shape[:2]:
-        raise ValueError(
-            f"attention_mask shape {tuple(attention_mask.shape)} differs from the input's "
-            f"{tuple(input_ids.shape[:2])}"
-        )
-    valid = attention_mask.bool()
-    leading = (valid.long().cumsum(1) == 0).sum(1)
-    trailing = (valid.flip(1).long().cumsum(1) == 0).sum(1)
-    gaps = (leading + valid.sum(1) + trailing != valid.shape[1]) & valid.any(1)
-    if bool(gaps.any()):
-        row = int(gaps.nonzero()[0])
-        raise ValueError(
-            f"attention_mask row {row} has zeros between tokens ({attention_mask[row].tolist()}); only left or "
-            "right padding is supported (each row: zeros, then its tokens, then zeros)"
-        )
-
-
 def leading_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor | None:
     """Number of leading zeros of each mask row ``(B,)``, or ``None`` without a mask or without left padding.
 
@@ -82,12 +62,9 @@ def leading_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor
         return None
     check_attention_mask(attention_mask, input_ids)
     pads = (attention_mask.long().cumsum(1) == 0).sum(1)
-    if bool((pads == attention_mask.shape[1]).any()):
-        row = int((pads == attention_mask.shape[1]).nonzero()[0])
-        raise ValueError(f"attention_mask row {row} is all zeros: that row has no token to read")
-    if not bool(pads.any()):
-        return None
-    return pads
+    if not value_checks_enabled():  # compiled: no host branch; shifting by zero positions changes nothing
+        return pads
+    return pads if bool(pads.any()) else None
 
 
 def zero_padding_positions(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -212,9 +189,7 @@ def check_cached_input(input_ids: torch.Tensor | None, vocab_size: int) -> None:
         raise ValueError("generation with a cache needs input_ids (inputs_embeds are not supported here)")
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must have shape (batch, length >= 1), got {tuple(input_ids.shape)}")
-    low, high = int(input_ids.min()), int(input_ids.max())
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"input_ids contains token id {low if low < 0 else high}, outside [0, {vocab_size})")
+    check_token_range(input_ids, vocab_size)
 
 
 # ----- causal mixer --------------------------------------------------------------------------------------------

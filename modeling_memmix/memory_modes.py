@@ -231,11 +231,15 @@ class OracleMemories(MemoryMode):
                        embedding_format: str | None) -> torch.Tensor:
         """(B, n, C) chunks -> (B, n, memory_dim) embeddings of each chunk's real tokens."""
         chunk = self.config.n_ctx
-        if lengths is None:
-            lengths = torch.full((chunks.shape[0],), length, dtype=torch.long, device=chunks.device)
+        if lengths is None:  # every row is the whole input: only a partial last chunk needs its own call (no sync)
+            real = length - (chunks.shape[1] - 1) * chunk
+            if real == chunk:
+                return model.encode_chunks(chunks, embedding_format)
+            last = model.encode_chunks(chunks[:, -1:, :real], embedding_format)
+            return torch.cat([model.encode_chunks(chunks[:, :-1], embedding_format), last], dim=1)
+        memories = model.encode_chunks(chunks, embedding_format)
         last_chunk = (lengths - 1) // chunk
         in_last = lengths - last_chunk * chunk
-        memories = model.encode_chunks(chunks, embedding_format)
         for real in in_last[in_last < chunk].unique().tolist():  # rows ending inside a chunk: its real tokens
             rows = (in_last == real).nonzero().squeeze(1)
             ends = chunks[rows, last_chunk[rows], :real]  # (n, real)
@@ -256,10 +260,10 @@ class RecurrentMemories(MemoryMode):
         visible = torch.ones(ids.shape[0], dtype=torch.long, device=ids.device)
         for number in range(num_chunks):
             token_embeds = model.embed_tokens(ids[:, number * chunk : (number + 1) * chunk])
-            inputs, starts = join_memories(memory, visible, token_embeds, self.config.combine, False)
+            inputs, _ = join_memories(memory, visible, token_embeds, self.config.combine, False)
             hidden = model.decoder(inputs)
             following = model.recurrent_proj(hidden[:, -1:])
-            yield hidden[:, int(starts[0]) :], following
+            yield hidden[:, self.config.num_memory_slots :], following  # every row's tokens start there
             if not without_memories:
                 memory = following
 

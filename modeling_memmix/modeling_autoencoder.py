@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from .configuration_memmix import MixerAutoencoderConfig
+from .input_checks import check_input_ids, value_checks_enabled
 from .mixer_layers import build_stack
 from .modeling_common import (
     MemmixAutoencoderOutput,
     MemmixPreTrainedModel,
     attach_loss,
-    check_input_ids,
 )
 from .quantization import QuantizationNoise, QuantizedEmbedding, quantize_embedding, round_trip
 
@@ -155,7 +155,7 @@ class MixerAutoencoder(MemmixPreTrainedModel):
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
                 f"{tuple(input_ids.shape)}"
             )
-        if not bool(attention_mask.bool().all()):
+        if value_checks_enabled() and not bool(attention_mask.bool().all()):
             raise ValueError(
                 "the autoencoder embeds whole windows of n_ctx tokens, but attention_mask marks padding; "
                 "padding would be read into the embedding. Pack text into full windows instead"

@@ -1,5 +1,5 @@
 """Pieces every memmix model shares: the `PreTrainedModel` base (weight init, Hub auto_map), output
-dataclasses, loss bookkeeping for exact bits per byte, and input validation with clear errors.
+dataclasses, loss bookkeeping for exact bits per byte (input checks live in ``input_checks.py``).
 
 Loss bookkeeping: besides the mean token cross-entropy ``loss``, outputs carry ``loss_sum`` (summed nats over
 the scored tokens), ``num_tokens`` and ``token_losses`` (per-token nats, 0 where the label is ignored), so
@@ -17,9 +17,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .input_checks import IGNORE_INDEX, check_labels
 from .mixer_layers import MaskedTokenMixing
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -101,36 +100,6 @@ def attach_loss(output, logits: torch.Tensor, labels: torch.Tensor | None, input
     output.loss_sum, output.num_tokens = loss.total, loss.count
     output.token_losses = loss.per_token
     return output
-
-
-def check_input_ids(input_ids: torch.Tensor, vocab_size: int, max_length: int, what: str = "input_ids") -> None:
-    """Raise ``ValueError`` for empty input, a wrong shape, ids outside the vocabulary or too many tokens."""
-    if not isinstance(input_ids, torch.Tensor):
-        raise ValueError(f"{what} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
-    if input_ids.dim() != 2:
-        raise ValueError(f"{what} must have shape (batch, length), got shape {tuple(input_ids.shape)}")
-    if input_ids.numel() == 0:
-        raise ValueError(f"{what} is empty (shape {tuple(input_ids.shape)}); give at least one token")
-    if input_ids.dtype.is_floating_point:
-        raise ValueError(f"{what} must hold integer token ids, got dtype {input_ids.dtype}")
-    if input_ids.shape[1] > max_length:
-        raise ValueError(
-            f"{what} has length {input_ids.shape[1]}, but this model accepts at most {max_length} tokens"
-        )
-    low, high = int(input_ids.min()), int(input_ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise ValueError(f"{what} contains token id {bad}, outside the vocabulary [0, {vocab_size})")
-
-
-def check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int) -> None:
-    """Labels must match the input's shape and hold vocabulary ids or -100."""
-    if labels.shape != input_ids.shape:
-        raise ValueError(f"labels shape {tuple(labels.shape)} differs from input_ids shape {tuple(input_ids.shape)}")
-    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < vocab_size))
-    if not bool(valid.all()):
-        bad = int(labels[~valid][0])
-        raise ValueError(f"labels contain {bad}, neither -100 nor inside the vocabulary [0, {vocab_size})")
 
 
 class MemmixPreTrainedModel(PreTrainedModel):

@@ -37,6 +37,7 @@ from .generation_memmix import (
     shift_rows_right,
     zero_padding_positions,
 )
+from .input_checks import check_input_ids
 from .memory_modes import memory_mode_for
 from .mixer_layers import build_stack
 from .modeling_autoencoder import TextEncoder
@@ -44,7 +45,6 @@ from .modeling_common import (
     MemmixLMOutput,
     MemmixPreTrainedModel,
     attach_loss,
-    check_input_ids,
 )
 from .quantization import QuantizedEmbedding, quantize_embedding, round_trip
 

@@ -27,12 +27,12 @@ from .generation_memmix import (
     shift_rows_right,
     zero_padding_positions,
 )
+from .input_checks import check_input_ids
 from .mixer_layers import build_stack
 from .modeling_common import (
     MemmixLMOutput,
     MemmixPreTrainedModel,
     attach_loss,
-    check_input_ids,
 )
 
 MIXER_AUTO_MAP = {
