@@ -18,9 +18,9 @@ from memmix_data import (
     load_or_train_tokenizer,
     split_documents,
 )
+from memmix_hub import looks_like_hub_id
 
 from .config import DataConfig, RunConfig
-from .export import looks_like_hub_id
 
 
 def window_length(model_config) -> int:

@@ -15,36 +15,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from memmix_hub import (
+    BUILTIN_DATASET_NAME,
+    HubUnreachableError,
+    check_hub_reachable,
+    eval_results,
+    looks_like_hub_id,
+    new_model_card,
+)
 from modeling_memmix.families import get_family
 
 from .config import RunConfig, save_config
 
-_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
-
-class HubOfflineError(ConnectionError):
-    """Raised when --push_to_hub is asked for but the Hub cannot be reached."""
-
-
-def hub_is_offline() -> bool:
-    """True when the environment forbids Hub access (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
-    return any(os.environ.get(name, "").upper() in _OFFLINE_VALUES for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def check_hub_reachable(repo_id: str, folder: str | os.PathLike | None = None) -> None:
-    """Fail early, with the way out, when pushing is impossible because the Hub is switched off."""
-    if hub_is_offline():
-        where = f" The exported folder {folder} is kept;" if folder else ""
-        raise HubOfflineError(
-            f"Cannot push to the Hugging Face Hub repo {repo_id!r}: offline mode is on (HF_HUB_OFFLINE=1).{where}"
-            f" upload it later with `hf upload {repo_id} <export folder>` or rerun without --push_to_hub."
-        )
+def check_push_possible(repo_id: str, folder: str | os.PathLike | None = None) -> None:
+    """Fail early, with the way out, when ``--push_to_hub`` cannot work because the Hub is switched off."""
+    check_hub_reachable(repo_id, folder, advice=f"upload it later with `hf upload {repo_id} <export folder>` or "
+                                                "rerun without --push_to_hub.")
 
 
 def _corpus_names(corpus: str | list[str]) -> list[str]:
@@ -59,11 +51,6 @@ def _hub_dataset_ids(corpus: str | list[str]) -> list[str]:
             continue
         names.append(spec.split(":", 1)[0])
     return names
-
-
-def looks_like_hub_id(name: str) -> bool:
-    """True for ``owner/name`` strings that are not local paths (what ``from_pretrained`` fetches from the Hub)."""
-    return not os.path.exists(name) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
 
 
 def _parameters_row(metrics: dict[str, Any]) -> str:
@@ -121,24 +108,14 @@ def model_card(run_config: dict[str, Any], metrics: dict[str, Any], model_name: 
     corpus = run_config["data"]["corpus"]
     corpus_label = ", ".join(_corpus_names(corpus))
     if corpus_label == "builtin":
-        corpus_label = "memmix built-in corpus (Python standard-library docstrings and pydoc topics)"
+        corpus_label = BUILTIN_DATASET_NAME
     bpb = metrics.get("val_bits_per_byte")
-    task = get_family(family).task
-    lines = ["---", f"library_name: {'peft' if adapter else 'transformers'}", "license: apache-2.0"]
-    if base is not None and looks_like_hub_id(base):
-        lines.append(f"base_model: {base}")
-    lines += ["tags:", "- memmix", "- masked-mixer", f"- {family}"] + (["- lora"] if adapter else [])
     hub_ids = _hub_dataset_ids(corpus)
-    if hub_ids:
-        lines += ["datasets:"] + [f"- {name}" for name in hub_ids]
-    lines += ["model-index:", f"- name: {model_name}", "  results:", "  - task:", f"      type: {task}",
-              "    dataset:", f"      name: {json.dumps(corpus_label)}", f"      type: {json.dumps(hub_ids[0] if hub_ids else 'text')}",
-              "      split: validation", "    metrics:"]
-    if bpb is not None:
-        lines += ["    - type: bits_per_byte", f"      value: {bpb:.4f}", "      name: Validation bits per byte"]
-    if metrics.get("val_loss") is not None:
-        lines += ["    - type: loss", f"      value: {metrics['val_loss']:.4f}", "      name: Validation loss (nats/token)"]
-    lines.append("---")
+    validation = [(kind, metrics[key], name) for key, kind, name in (
+        ("val_bits_per_byte", "bits_per_byte", "Validation bits per byte"),
+        ("val_loss", "loss", "Validation loss (nats/token)")) if metrics.get(key) is not None]
+    results = eval_results(get_family(family).task, corpus_label, hub_ids[0] if hub_ids else "text", "validation",
+                           validation, decimals=4, pad_decimals=True)
     title = get_family(family).description
     what = f"LoRA adapter for a {title}" if adapter else title
     body = f"""
@@ -173,7 +150,11 @@ models the first token of each window has no prediction and its bytes are not co
 {json.dumps(run_config, indent=2, sort_keys=True)}
 ```
 """
-    return "\n".join(lines) + "\n" + body
+    card = new_model_card(model_name, body, eval_results=results,
+                          library_name="peft" if adapter else "transformers", license="apache-2.0",
+                          base_model=base if base is not None and looks_like_hub_id(base) else None,
+                          tags=["memmix", "masked-mixer", family] + (["lora"] if adapter else []), datasets=hub_ids)
+    return str(card)
 
 
 def export_model(
@@ -274,14 +255,14 @@ def export_run(model, tokenizer: PreTrainedTokenizerBase, config: RunConfig, met
 
 def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
     """Upload the exported folder to ``repo_id``; returns the commit URL."""
-    check_hub_reachable(repo_id, folder)
+    check_push_possible(repo_id, folder)
     from huggingface_hub import create_repo, upload_folder
 
     try:
         create_repo(repo_id, private=private, exist_ok=True)
         info = upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="memmix training export")
     except (OSError, ConnectionError) as error:
-        raise HubOfflineError(
+        raise HubUnreachableError(
             f"Could not upload {folder} to the Hugging Face Hub repo {repo_id!r}: {error}. The exported folder is "
             f"kept; check your network and `hf auth login`, then upload it with `hf upload {repo_id} {folder}`."
         ) from error

@@ -16,13 +16,13 @@ from typing import Any
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from memmix_hub import looks_like_hub_id
 from memmix_peft import memory_lora_config, recommended_lora_config
 from modeling_memmix import MemoryMixerForCausalLM, MixerAutoencoder, MixerAutoencoderConfig
 
 from .checkpointing import is_complete
 from .config import RunConfig
 from .data import window_length
-from .export import looks_like_hub_id
 
 # model keys a preset may leave null to have them filled in (from the tokenizer, or from an init_from checkpoint)
 FILLED_MODEL_KEYS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
