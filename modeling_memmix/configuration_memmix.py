@@ -99,7 +99,7 @@ class MemmixBaseConfig(PreTrainedConfig):
     embedding_noise_position: str = "embedding"
 
     def __post_init__(self, **kwargs):
-        if "embedding_quantization" in kwargs:  # the name checkpoints saved before 0.2 use
+        if "embedding_quantization" in kwargs:  # the name checkpoints saved before the rename use
             legacy = kwargs.pop("embedding_quantization")
             if legacy is not None:
                 _check_choice("embedding_quantization", legacy, EMBEDDING_FORMATS)  # name the field the user gave

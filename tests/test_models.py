@@ -416,3 +416,15 @@ def test_mixing_weights_keep_the_seed_scale_after_loading(tmp_path):
     for module in loaded.modules():
         if isinstance(module, MaskedTokenMixing):
             assert abs(module.weight.std().item() / expected_std - 1) < 0.1
+
+
+def test_checkpoints_naming_the_storage_format_embedding_quantization_still_load(tmp_path):
+    """``embedding_format`` was called ``embedding_quantization`` in checkpoints saved before the rename."""
+    model = MixerAutoencoder(autoencoder_config("bottleneck", embedding_format="int8"))
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["embedding_format"] == "int8" and "embedding_quantization" not in saved
+    saved["embedding_quantization"] = saved.pop("embedding_format")  # what an older checkpoint holds
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = MixerAutoencoder.from_pretrained(tmp_path)
+    assert loaded.config.embedding_format == "int8" and loaded.config.embedding_quantization == "int8"
