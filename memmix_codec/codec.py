@@ -46,7 +46,7 @@ CODE_PATH = (
     "memmix_codec/1: float32 cpu, 1 intra-op thread; lanes = even split, lockstep one token per step; causal: "
     "BOS prefill then model(ids, cache, sliding_window=True); embedding: decoder.start on the chunk's stored "
     "embedding then decoder.step, uniform first token; softmax float32, counts floor(p*(2^24-n))+1 for codable "
-    f"ids, remainder to argmax; constriction Categorical(perfect=False) RangeEncoder, precision {PRECISION_BITS}"
+    f"ids as float32; constriction Categorical(perfect=False) RangeEncoder, precision {PRECISION_BITS}"
 )
 CODE_FINGERPRINT = hashlib.sha256(CODE_PATH.encode()).digest()[:8]
 DEFAULT_BLOCK_SIZE = 1 << 20

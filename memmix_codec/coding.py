@@ -1,12 +1,11 @@
 """Entropy coding for the codec: model logits -> integer frequencies -> constriction's range coder.
 
-Logits are turned into integer counts that sum to exactly ``2**24`` (`quantize_logits`): softmax in float32,
-``floor(p * (2**24 - n)) + 1`` for each of the ``n`` allowed ids (so every allowed id stays codable, however
-unlikely), 0 for ids that never occur (specials), and the remainder added to the most likely id. All of it is
-the same float32 and integer arithmetic, on one thread, so the same logits give the same counts on both sides.
-The counts go to ``constriction.stream.model.Categorical(perfect=False)`` as exact dyadic floats (count /
-2**24); constriction maps them to its own 24-bit fixed point by a deterministic rule, the same for encoder and
-decoder. One range coder serves a whole block: at each step the symbols of all active lanes are coded in lane
+Logits are turned into integer counts (`Quantizer`): softmax in float32 over the codable ids, ``floor(p *
+(2**24 - n)) + 1`` for each of the ``n`` codable ids (so every one stays codable, however unlikely) and 0 for ids
+that never occur (specials). All of it is the same float32 arithmetic on one thread, so the same logits give
+the same counts on both sides. The counts go to ``constriction.stream.model.Categorical(perfect=False)``, which
+maps them to its own 24-bit fixed point by a deterministic rule, the same for encoder and decoder.
+One range coder serves a whole block: at each step the symbols of all active lanes are coded in lane
 order, which the decoder can follow because it knows all their distributions at that step.
 """
 
@@ -23,17 +22,23 @@ TOTAL = 1 << PRECISION_BITS
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
-def quantize_logits(logits: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(k, V)`` float logits -> ``(k, V)`` int64 counts summing to ``TOTAL`` per row (0 outside ``allowed``),
-    and the float32 probabilities they quantize (zero logits give the uniform distribution)."""
-    probs = torch.softmax(logits.float().masked_fill(~allowed, -math.inf), dim=-1)
-    n_allowed = int(allowed.sum())
-    # float32 products round, so the floors may sum to a little more than TOTAL - n; the remainder (then
-    # negative, a few counts) comes off the most likely id, which always holds far more than that
-    counts = torch.floor(probs * float(TOTAL - n_allowed)).long() + allowed.long()
-    remainder = TOTAL - counts.sum(dim=-1)
-    counts[torch.arange(counts.shape[0]), probs.argmax(dim=-1)] += remainder
-    return counts, probs
+class Quantizer:
+    """Turns ``(k, V)`` logits into integer counts for the codable ids ``allowed (V,)``.
+
+    ``counts = floor(p * (2**24 - n)) + 1`` on allowed ids, 0 elsewhere, with ``p`` the float32 softmax over the
+    allowed ids. The counts are whole numbers below ``2**24``, so float32 holds them exactly (that is the dtype
+    constriction takes); they sum to ``2**24`` up to a few units of float rounding, and constriction rescales
+    them to its own 24-bit fixed point by a deterministic rule."""
+
+    def __init__(self, allowed: torch.Tensor):
+        self.bias = torch.zeros(allowed.shape[0]).masked_fill(~allowed, -math.inf)
+        self.floor_one = allowed.float()
+        self.scale = float(TOTAL - int(allowed.sum()))
+
+    def __call__(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Counts ``(k, V)`` float32 (whole numbers) and the probabilities they quantize ``(k, V)``."""
+        probs = torch.softmax(logits.float() + self.bias, dim=-1)
+        return torch.floor(probs * self.scale) + self.floor_one, probs
 
 
 def model_bits(probs: torch.Tensor, symbols: np.ndarray) -> float:
@@ -43,7 +48,7 @@ def model_bits(probs: torch.Tensor, symbols: np.ndarray) -> float:
 
 
 def _probabilities(counts: torch.Tensor) -> np.ndarray:
-    return (counts.double() / TOTAL).numpy()
+    return counts.numpy()
 
 
 class BlockEncoder:
@@ -71,4 +76,4 @@ class BlockDecoder:
         return np.asarray(self.coder.decode(_FAMILY, _probabilities(counts)), dtype=np.int64)
 
 
-__all__ = ["BlockDecoder", "BlockEncoder", "PRECISION_BITS", "TOTAL", "model_bits", "quantize_logits"]
+__all__ = ["BlockDecoder", "BlockEncoder", "PRECISION_BITS", "TOTAL", "Quantizer", "model_bits"]

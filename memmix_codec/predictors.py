@@ -17,7 +17,7 @@ Two predictors, each driven only through `first` and `next`:
   cached decoder step per token. As in training, token 0 of chunk ``c + 1`` is predicted by the last position
   of chunk ``c``; the lane's very first token gets the uniform distribution over the codable ids.
 
-`code_block` is the single loop: it takes the distributions, quantizes them (`coding.quantize_logits`) and lets
+`code_block` is the single loop: it takes the distributions, quantizes them (`coding.Quantizer`) and lets
 a coder either encode the known symbols or decode them, then feeds the symbols back. Compression and
 decompression execute exactly the same sequence of model calls on the same batch shapes, so (on one thread, in
 float32 on the CPU) they compute bit-identical logits.
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from modeling_memmix.memory_modes import join_memories
 
-from .coding import model_bits, quantize_logits
+from .coding import Quantizer, model_bits
 
 
 class CorruptStreamError(ValueError):
@@ -116,11 +116,11 @@ def code_block(predictor, lengths: list[int], coder, allowed: torch.Tensor, pad_
         offsets = np.cumsum([0, *lengths])
         for lane in range(lanes):
             grid[lane, : lengths[lane]] = torch.tensor(ids[offsets[lane] : offsets[lane + 1]], dtype=torch.long)
-    bits = 0.0
+    bits, quantize = 0.0, Quantizer(allowed)
     logits = predictor.first()
     for step in tqdm(range(longest), desc="tokens/lane", unit="step", leave=False, disable=progress is False):
         active = (length_tensor > step).nonzero().squeeze(1)
-        counts, probs = quantize_logits(logits[active], allowed)
+        counts, probs = quantize(logits[active] if active.numel() < lanes else logits)
         symbols = coder.code(counts, None if ids is None else grid[active, step].numpy())
         if ids is None:
             if bool((~allowed[torch.as_tensor(symbols)]).any()):
