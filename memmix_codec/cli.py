@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .codec import DEFAULT_BLOCK_SIZE, DEFAULT_LANE_TOKENS, DEFAULT_MAX_LANES, compress_file, decompress_file
+from .codec import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_LANES, compress_file, decompress_file
 from .predictors import CorruptStreamError
 
 
@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--model", required=True, help="folder of a saved causal memmix model (with tokenizer)")
     compress.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
                           help="bytes per independently coded block (default 1 MiB)")
-    compress.add_argument("--lane-tokens", type=int, default=DEFAULT_LANE_TOKENS,
-                          help="tokens per lane: fewer = more lanes batched = faster, more = smaller file")
+    compress.add_argument("--lane-tokens", type=int, default=None,
+                          help="tokens per lane (default: twice the model's context): fewer = more lanes batched "
+                          "= faster, more = more tokens with a full context")
     compress.add_argument("--max-lanes", type=int, default=DEFAULT_MAX_LANES, help="most lanes per block")
     compress.add_argument("--embedding-format", default=None,
                           help="oracle memory model only: int8, int4, e4m3, ... (default: the model's)")

@@ -50,8 +50,7 @@ CODE_PATH = (
 )
 CODE_FINGERPRINT = hashlib.sha256(CODE_PATH.encode()).digest()[:8]
 DEFAULT_BLOCK_SIZE = 1 << 20
-DEFAULT_LANE_TOKENS = 1024
-DEFAULT_MAX_LANES = 256
+DEFAULT_MAX_LANES = 512
 PROGRESS_MIN_BYTES = 1 << 18
 
 
@@ -142,8 +141,17 @@ def _blocks(handle: BinaryIO, block_size: int) -> Iterator[bytes]:
         yield data
 
 
+def default_lane_tokens(model) -> int:
+    """Tokens per lane by default: twice the most context the model reads at once (a causal mixer's ``n_ctx``,
+    a memory model's ``n_ctx * (max_memories + 1)``), so most tokens are predicted from a full context while a
+    block still splits into many lanes to batch."""
+    return 2 * int(getattr(model.config, "max_sequence_length", None) or model.config.n_ctx)
+
+
 def _choose_lanes(tokens: int, lane_tokens: int, max_lanes: int) -> int:
-    return max(1, min(max_lanes, tokens // max(1, lane_tokens)))
+    if lane_tokens < 1 or max_lanes < 1:
+        raise ValueError(f"lane_tokens and max_lanes must be >= 1, got {lane_tokens} and {max_lanes}")
+    return max(1, min(max_lanes, tokens // lane_tokens))
 
 
 def _predictor(codec: CodecModel, lengths: list[int], embedding_format: str, embedding: bytes):
@@ -166,14 +174,19 @@ def embedding_format_of(codec: CodecModel, embedding_format: str | None) -> str:
 
 
 def compress_stream(src: BinaryIO, dst: BinaryIO, model: str | os.PathLike | CodecModel, original_length: int,
-                    block_size: int = DEFAULT_BLOCK_SIZE, lane_tokens: int = DEFAULT_LANE_TOKENS,
+                    block_size: int = DEFAULT_BLOCK_SIZE, lane_tokens: int | None = None,
                     max_lanes: int = DEFAULT_MAX_LANES, embedding_format: str | None = None,
                     progress: bool | None = None) -> CodecStats:
-    """Compress ``original_length`` bytes read from ``src`` into ``dst``; returns the stats."""
+    """Compress ``original_length`` bytes read from ``src`` into ``dst``; returns the stats.
+
+    Each block is split into ``tokens // lane_tokens`` lanes (at least 1, at most ``max_lanes``) that are coded
+    in one batch: more lanes are faster, longer lanes give more tokens their full context. ``lane_tokens``
+    defaults to `default_lane_tokens`. The decoder reads the lane count from the stream."""
     if not 1 <= block_size < 1 << 32:
         raise ValueError(f"block_size must be between 1 and 2**32 - 1, got {block_size}")
     codec = _as_codec_model(model)
     fmt = embedding_format_of(codec, embedding_format)
+    lane_tokens = lane_tokens or default_lane_tokens(codec.model)
     started = time.perf_counter()
     header = Header(codec.mode, fmt, codec.weights_fp, codec.config_fp, codec.tokenizer_fp, CODE_FINGERPRINT,
                     original_length, _info(codec)).to_bytes()
