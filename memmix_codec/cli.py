@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
                           help="bytes per independently coded block (default 1 MiB)")
     compress.add_argument("--lane-tokens", type=int, default=None,
-                          help="tokens per lane (default: twice the model's context): fewer = more lanes batched "
+                          help="tokens per lane (default: the model's context): fewer = more lanes batched "
                           "= faster, more = more tokens with a full context")
     compress.add_argument("--max-lanes", type=int, default=DEFAULT_MAX_LANES, help="most lanes per block")
     compress.add_argument("--embedding-format", default=None,

@@ -142,10 +142,10 @@ def _blocks(handle: BinaryIO, block_size: int) -> Iterator[bytes]:
 
 
 def default_lane_tokens(model) -> int:
-    """Tokens per lane by default: twice the most context the model reads at once (a causal mixer's ``n_ctx``,
-    a memory model's ``n_ctx * (max_memories + 1)``), so most tokens are predicted from a full context while a
-    block still splits into many lanes to batch."""
-    return 2 * int(getattr(model.config, "max_sequence_length", None) or model.config.n_ctx)
+    """Tokens per lane by default: the most context the model reads at once (a causal mixer's ``n_ctx``, a
+    memory model's ``n_ctx * (max_memories + 1)``). Longer lanes give more tokens a full context but batch fewer
+    lanes per step; for the tiny and small presets 2x longer lanes save only ~0.5 % and halve the speed."""
+    return int(getattr(model.config, "max_sequence_length", None) or model.config.n_ctx)
 
 
 def _choose_lanes(tokens: int, lane_tokens: int, max_lanes: int) -> int:

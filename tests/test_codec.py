@@ -159,6 +159,24 @@ def test_invalid_utf8_is_coded_byte_by_byte(mixer):
     assert decompress_bytes(out.getvalue(), mixer) == data
 
 
+class LowercasingTokenizer:
+    """A tokenizer that does not spell its input (it lowercases first), like one with a normalizer."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text, **kwargs):
+        return self.tokenizer(text.lower(), **kwargs)
+
+
+def test_text_the_tokenizer_cannot_spell_falls_back_to_bytes(mixer):
+    data = b"all lowercase line\nA Line With Capitals\nlowercase again\n"
+    counters: dict = {}
+    ids = bytes_to_ids(LowercasingTokenizer(mixer.tokenizer), mixer.table, data, counters)
+    assert mixer.table.spell(ids) == data
+    assert counters["fallback_bytes"] == len(b"A Line With Capitals\n")
+
+
 def test_text_many_times_the_context_and_several_blocks(mixer, text):
     data = text[:6000]
     assert len(mixer.tokenizer(data.decode())["input_ids"]) > 20 * mixer.model.config.n_ctx
