@@ -30,6 +30,9 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_generation import best_time  # noqa: E402
 
 from modeling_memmix import MixerConfig, MixerForCausalLM  # noqa: E402
 
@@ -62,15 +65,6 @@ def build(kind: str, args) -> torch.nn.Module:
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=config.intermediate_size,
         num_hidden_layers=args.layers, num_attention_heads=args.heads, max_position_embeddings=args.n_ctx,
         bos_token_id=None, eos_token_id=None, pad_token_id=0, attn_implementation="sdpa"))
-
-
-def best_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 @torch.no_grad()
