@@ -96,10 +96,13 @@ class PackedWindows:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Window ``index`` (ids, labels with -100 past its tokens, byte count); a 1-D tensor of indices gives
+        the batch of those windows in one indexing op."""
         input_ids = self.input_ids[index]
-        labels = input_ids.clone()
-        labels[int(self.num_tokens[index]) :] = -100
+        positions = torch.arange(self.window)
+        beyond = positions >= self.num_tokens[index].unsqueeze(-1)  # (window,) or (B, window)
+        labels = input_ids.masked_fill(beyond, -100)
         return {"input_ids": input_ids, "labels": labels, "num_bytes": self.num_bytes[index]}
 
     @property

@@ -1,21 +1,20 @@
 """Training micro-batches as a deterministic function of the micro-step, so resuming needs only the step count.
 
 `WindowBatches` deals the packed windows (`memmix_data.PackedWindows`) of one epoch in a permutation seeded by
-(seed, epoch); `collate_windows` turns chosen rows into a batch through ``PackedWindows.__getitem__`` (ids, labels
+(seed, epoch); `collate_windows` turns chosen rows into a batch with one ``PackedWindows.__getitem__`` call (ids, labels
 with -100 on padding, byte counts).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import default_collate
 
 from memmix_data import PackedWindows
 
 
 def collate_windows(windows: PackedWindows, rows: torch.Tensor) -> dict[str, torch.Tensor]:
     """The windows at ``rows`` as one batch: ``input_ids`` and ``labels`` (B, window), ``num_bytes`` (B,)."""
-    return default_collate([windows[row] for row in rows.tolist()])
+    return windows[rows]
 
 
 class WindowBatches:
