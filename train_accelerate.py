@@ -224,5 +224,7 @@ if __name__ == "__main__":
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     if "val_bits_per_byte" in result and PartialState().is_main_process:
-        print(f"validation bits per byte {result['val_bits_per_byte']:.4f}, loss {result['val_loss']:.4f}; "
+        accuracy = (f", token accuracy {result['val_token_accuracy']:.1%}" if "val_token_accuracy" in result
+                    else "")
+        print(f"validation bits per byte {result['val_bits_per_byte']:.4f}, loss {result['val_loss']:.4f}{accuracy}; "
               f"exported to {result['export_dir']}")

@@ -2,7 +2,8 @@
 
 Bits per byte = summed cross-entropy in nats / (ln 2 x bytes of the scored tokens). The causal families cannot
 score the first token of a window (nothing predicts it), so its bytes are not counted; the autoencoder scores
-every token.
+every token. For the autoencoder the result also holds ``val_token_accuracy``: the fraction of scored tokens its
+argmax regenerates exactly (Hamming accuracy).
 """
 
 from __future__ import annotations
@@ -39,17 +40,21 @@ def evaluate(model, windows: PackedWindows, accelerator: Accelerator, batch_size
     mine = torch.arange(rank, total, world)
     weights = torch.cat([torch.ones(len(mine)), torch.zeros(per_process - len(mine))])
     mine = torch.cat([mine, torch.zeros(per_process - len(mine), dtype=torch.long)])
-    sums = torch.zeros(3, dtype=torch.float64)  # nats, scored bytes, scored tokens
+    sums = torch.zeros(4, dtype=torch.float64)  # nats, scored bytes, scored tokens, tokens regenerated exactly
     for start in range(0, per_process, batch_size):
         rows, weight = mine[start : start + batch_size], weights[start : start + batch_size]
         batch = collate_windows(windows, rows)
         output = model(input_ids=batch["input_ids"].to(accelerator.device), labels=batch["labels"].to(accelerator.device))
         nats = output.token_losses.double().sum(dim=1).cpu()
         labels = batch["labels"][:, 1:] if causal else batch["labels"]
+        exact = torch.zeros(len(rows)) if causal else (output.logits.argmax(-1).cpu() == labels).sum(dim=1)
         sums += torch.stack([(nats * weight).sum(), (scored_bytes(batch, byte_lengths, causal) * weight).sum(),
-                             ((labels != -100).sum(dim=1) * weight).sum()])
+                             ((labels != -100).sum(dim=1) * weight).sum(), (exact * weight).sum()])
     sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
     model.train()
-    nats, num_bytes, tokens = sums.tolist()
-    return {"val_loss": nats / tokens, "val_bits_per_byte": nats / (math.log(2) * num_bytes),
-            "val_bytes": int(num_bytes), "val_tokens": int(tokens)}
+    nats, num_bytes, tokens, exact = sums.tolist()
+    result = {"val_loss": nats / tokens, "val_bits_per_byte": nats / (math.log(2) * num_bytes),
+              "val_bytes": int(num_bytes), "val_tokens": int(tokens)}
+    if not causal:
+        result["val_token_accuracy"] = exact / tokens
+    return result

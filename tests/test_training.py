@@ -199,6 +199,20 @@ def test_bits_per_byte_counts_exactly_the_scored_bytes(shared, tmp_path, family)
     assert metrics["val_bits_per_byte"] == pytest.approx(nats / (math.log(2) * expected), rel=1e-9)
 
 
+def test_autoencoder_validation_reports_the_exported_models_token_accuracy(shared, tmp_path):
+    """val_token_accuracy is the fraction of validation tokens the exported model's argmax regenerates."""
+    metrics = run_training(tiny_config(shared, tmp_path, "autoencoder", max_steps=3, eval_batches=None))
+    tokenizer = AutoTokenizer.from_pretrained(shared["tokenizer"])
+    windows = load_or_build_windows("builtin", tokenizer, window=16, split="validation", cache_dir=shared["cache_dir"],
+                                    validation_fraction=0.1, max_documents=150)
+    model = AutoModel.from_pretrained(tmp_path / "export", trust_remote_code=True).eval()
+    with torch.no_grad():
+        predicted = model(input_ids=windows.input_ids).logits.argmax(-1)
+    assert metrics["val_token_accuracy"] == pytest.approx(float((predicted == windows.input_ids).float().mean()),
+                                                          abs=1e-9)
+    assert "val_token_accuracy" not in run_training(tiny_config(shared, tmp_path / "mixer", "mixer", max_steps=1))
+
+
 # --- resume, interrupted save, NaN ------------------------------------------------------------------
 
 
