@@ -22,9 +22,13 @@ from .quantization import EMBEDDING_FORMATS
 
 BLOCK_TYPES = ("mixer", "transformer")
 DECODER_INPUTS = ("repeat", "unroll")
-MEMORY_MODES = ("past", "oracle", "recurrent")
+UNROLL_SOURCES = ("embedding", "projected")
+MEMORY_MODES = ("past", "oracle", "recurrent", "none")
 COMBINE_MODES = ("token", "concat", "sum")
 MEMORY_POSITIONS = ("fixed", "variable")
+RECURRENT_STYLES = ("projected", "seed")
+INIT_STYLES = ("memmix", "pytorch")
+MIXING_FIELDS = ("mixer_heads", "mixer_kernel_size")
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -43,8 +47,8 @@ def _default(value, default):
 
 
 def _check_heads(width_name: str, width: int, heads_name: str, heads: int) -> None:
-    if heads < 0:
-        raise ValueError(f"{heads_name}={heads} must be >= 0 (0 means one flat mixing matrix)")
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 0:
+        raise ValueError(f"{heads_name}={heads!r} must be an integer >= 0 (0 means one flat mixing matrix)")
     if heads > 0 and width % heads != 0:
         raise ValueError(f"{heads_name}={heads} must divide {width_name}={width}")
 
@@ -72,9 +76,18 @@ class MemmixBaseConfig(PreTrainedConfig):
             before this name was chosen call it ``embedding_quantization``; that name is still read.
         embedding_noise: quantization-aware training: ``None``, or a format whose half-step uniform noise
             is added to the embedding in training mode.
+        embedding_noise_scale: quantization-aware training with a fixed absolute step, the seed's variant
+            (``torch.rand(...) * 2**-3`` added after ``down`` for an e4m3 target): ``None``, or a width ``s > 0``;
+            in training mode noise ``U[0, s)`` is added (not centred, as in the seed), where
+            ``embedding_noise_position`` says. Exclusive with ``embedding_noise`` (a step per format).
         embedding_noise_position: ``"embedding"`` adds that noise to the (bottlenecked) embedding;
             ``"pre_bottleneck"`` is the seed's variant: noise before the bottleneck, with a residual
             across it.
+        init_style: ``"memmix"`` (linear and embedding weights ``N(0, initializer_range)``, biases zero) or
+            ``"pytorch"``, what the seed's research code keeps: PyTorch's defaults (linear weights and biases
+            uniform in ``+-1/sqrt(fan_in)``, embeddings ``N(0, 1)``), except the Llama blocks of
+            ``"transformer"`` stacks, which keep transformers' init as the seed's ``LlamaModel`` does. Mixing
+            matrices and layer norms are initialized the same way in both.
     """
 
     model_type = ""
@@ -96,7 +109,9 @@ class MemmixBaseConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
     embedding_format: str | None = None
     embedding_noise: str | None = None
+    embedding_noise_scale: float | None = None
     embedding_noise_position: str = "embedding"
+    init_style: str = "memmix"
 
     def __post_init__(self, **kwargs):
         if "embedding_quantization" in kwargs:  # the name checkpoints saved before the rename use
@@ -121,7 +136,7 @@ class MemmixBaseConfig(PreTrainedConfig):
             _check_positive(name, getattr(self, name))
         _check_positive("mixer_kernel_size", self.mixer_kernel_size)
         _check_positive("num_attention_heads", self.num_attention_heads)
-        _check_heads("hidden_size", self.hidden_size, "mixer_heads", self.mixer_heads)
+        self.validate_mixing()
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
@@ -131,10 +146,48 @@ class MemmixBaseConfig(PreTrainedConfig):
             if value is not None:
                 _check_choice(name, value, EMBEDDING_FORMATS)
         _check_choice("embedding_noise_position", self.embedding_noise_position, ("embedding", "pre_bottleneck"))
+        self.validate_noise_scale()
+        _check_choice("init_style", self.init_style, INIT_STYLES)
         for name in ("pad_token_id", "bos_token_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ValueError(f"{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+
+    def validate_mixing(self) -> None:
+        """Check the mixing settings of every mixer stack (one stack here: ``mixer_heads`` against ``hidden_size``;
+        the autoencoder and the memory model check each stack's own)."""
+        _check_heads("hidden_size", self.hidden_size, "mixer_heads", self.mixer_heads)
+
+    def validate_noise_scale(self) -> None:
+        scale = self.embedding_noise_scale
+        if scale is None:
+            return
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise ValueError(f"embedding_noise_scale={scale!r} must be a finite number > 0 (or None for no such noise)")
+        if self.embedding_noise is not None:
+            raise ValueError(
+                f"embedding_noise={self.embedding_noise!r} and embedding_noise_scale={scale!r} are both set; choose "
+                "one: a step per storage format, or the seed's fixed absolute step"
+            )
+
+    def stack_mixing(self, stack: str) -> dict[str, int]:
+        """Mixing settings ``{"mixer_heads": h, "mixer_kernel_size": k}`` of the stack named ``stack``
+        (``"encoder"`` / ``"decoder"``): its own ``{stack}_mixer_heads`` / ``{stack}_mixer_kernel_size`` where the
+        family has them and they are set, else the shared ``mixer_heads`` / ``mixer_kernel_size``."""
+        return {name: self.mixing_source(stack, name)[1] for name in MIXING_FIELDS}
+
+    def mixing_source(self, stack: str, name: str) -> tuple[str, int]:
+        """The field that sets mixing setting ``name`` of ``stack``, and its value (for error messages)."""
+        own = f"{stack}_{name}"
+        value = getattr(self, own, None)
+        return (name, getattr(self, name)) if value is None else (own, value)
+
+    def check_stack_mixing(self, stack: str, width_name: str, width: int) -> None:
+        """Raise ``ValueError`` naming the field that gives the mixer stack ``stack`` an invalid setting."""
+        heads_name, heads = self.mixing_source(stack, "mixer_heads")
+        kernel_name, kernel = self.mixing_source(stack, "mixer_kernel_size")
+        _check_positive(kernel_name, kernel)
+        _check_heads(width_name, width, heads_name, heads)
 
     @property
     def embedding_quantization(self) -> str | None:
@@ -181,13 +234,20 @@ class MixerAutoencoderConfig(MemmixBaseConfig):
         encoder_causal / decoder_causal: causal masks (the seed's finding: masked trains better; no masks at
             all is unstable).
         decoder_input: ``"repeat"`` (the embedding at every position) or ``"unroll"`` (position ``i`` gets
-            the window ``embedding[(i + j) % embedding_dim]`` for ``j < unroll_window``, then a shared
-            projection).
+            the window ``v[(i + j) % len(v)]`` for ``j < unroll_window`` of a vector ``v``, then a shared
+            projection ``up``).
+        unroll_source: the vector ``v`` that ``"unroll"`` slides over. ``"embedding"``: the (bottlenecked)
+            embedding itself. ``"projected"``: the seed's order: the embedding projected back to the full
+            ``hidden_size`` first (``bottleneck_up``, present only with a bottleneck), then unrolled; with no
+            bottleneck both are the same. Only for ``decoder_input="unroll"``.
         embedding_dim: size of the embedding; smaller than ``hidden_size`` adds a bottleneck
             (``down`` / ``up`` projections). Default ``hidden_size``.
         decoder_hidden_size: decoder width; default ``hidden_size`` (the seed compares a transformer
             decoder of half the mixer's width).
-        unroll_window: width of each unrolled slice; default ``embedding_dim // 2`` as in the seed.
+        unroll_window: width of each unrolled slice; default half the unrolled vector (``embedding_dim // 2``,
+            or ``hidden_size // 2`` with ``unroll_source="projected"``) as in the seed.
+        encoder_mixer_heads / encoder_mixer_kernel_size / decoder_mixer_heads / decoder_mixer_kernel_size: the
+            mixing settings of each stack; ``None`` (default) = the shared ``mixer_heads`` / ``mixer_kernel_size``.
     """
 
     model_type = "mixer_autoencoder"
@@ -199,9 +259,14 @@ class MixerAutoencoderConfig(MemmixBaseConfig):
     encoder_causal: bool = True
     decoder_causal: bool = True
     decoder_input: str = "repeat"
+    unroll_source: str = "embedding"
     embedding_dim: int | None = None
     decoder_hidden_size: int | None = None
     unroll_window: int | None = None
+    encoder_mixer_heads: int | None = None
+    encoder_mixer_kernel_size: int | None = None
+    decoder_mixer_heads: int | None = None
+    decoder_mixer_kernel_size: int | None = None
 
     def fill_defaults(self) -> None:
         super().fill_defaults()
@@ -210,7 +275,12 @@ class MixerAutoencoderConfig(MemmixBaseConfig):
         self.embedding_dim = _default(self.embedding_dim, self.hidden_size)
         self.decoder_hidden_size = _default(self.decoder_hidden_size, self.hidden_size)
         _check_positive("embedding_dim", self.embedding_dim)
-        self.unroll_window = _default(self.unroll_window, max(1, self.embedding_dim // 2))
+        self.unroll_window = _default(self.unroll_window, max(1, self.unroll_width // 2))
+
+    @property
+    def unroll_width(self) -> int:
+        """Length of the vector ``decoder_input="unroll"`` slides over (see ``unroll_source``)."""
+        return self.hidden_size if self.unroll_source == "projected" else self.embedding_dim
 
     def validate_memmix(self) -> None:
         super().validate_memmix()
@@ -219,16 +289,27 @@ class MixerAutoencoderConfig(MemmixBaseConfig):
         _check_choice("encoder_type", self.encoder_type, BLOCK_TYPES)
         _check_choice("decoder_type", self.decoder_type, BLOCK_TYPES)
         _check_choice("decoder_input", self.decoder_input, DECODER_INPUTS)
-        _check_heads("decoder_hidden_size", self.decoder_hidden_size, "mixer_heads", self.mixer_heads)
+        _check_choice("unroll_source", self.unroll_source, UNROLL_SOURCES)
+        if self.unroll_source != "embedding" and self.decoder_input != "unroll":
+            raise ValueError(
+                f"unroll_source={self.unroll_source!r} only applies to decoder_input='unroll', but decoder_input="
+                f"{self.decoder_input!r}"
+            )
         if self.decoder_type == "transformer" and self.decoder_hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide "
                 f"decoder_hidden_size={self.decoder_hidden_size}"
             )
-        if self.unroll_window > self.embedding_dim:
+        if self.unroll_window > self.unroll_width:
+            width_name = "hidden_size" if self.unroll_source == "projected" else "embedding_dim"
             raise ValueError(
-                f"unroll_window={self.unroll_window} must not exceed embedding_dim={self.embedding_dim}"
+                f"unroll_window={self.unroll_window} must not exceed {width_name}={self.unroll_width} (the vector "
+                f"unroll_source={self.unroll_source!r} slides over)"
             )
+
+    def validate_mixing(self) -> None:
+        self.check_stack_mixing("encoder", "hidden_size", self.hidden_size)
+        self.check_stack_mixing("decoder", "decoder_hidden_size", self.decoder_hidden_size)
 
 
 class MemoryMixerConfig(MemmixBaseConfig):
@@ -241,7 +322,14 @@ class MemoryMixerConfig(MemmixBaseConfig):
         memory_mode: ``"past"`` (chunk ``c`` reads the embeddings of chunks ``1..c-1``), ``"oracle"``
             (embedding-augmented causal LM: each chunk reads the embedding of *itself*; its storage cost
             is charged by the normalized loss) or ``"recurrent"`` (RMT-style baseline: the decoder's own
-            last state of chunk ``c-1`` is the memory of chunk ``c``).
+            last state of chunk ``c-1`` is the memory of chunk ``c``), or ``"none"``: the no-memory baseline with
+            the ``"past"`` decoder's exact layout (same ``n_ctx`` with the memory slots, same positions, the same
+            parameters without the encoder), its slots filled as for a chunk with nothing before it.
+        recurrent_style: with ``memory_mode="recurrent"``: ``"projected"`` (the memory is a learned projection
+            of the decoder's last state, chunk 0 reads a learned start vector) or ``"seed"``, the seed's
+            ``RecurrentMemoryMixer``: the previous chunk's last state itself (no projection, zeros for chunk 0)
+            is the leading memory slot and is also written into the slot of the chunk's last token (that token
+            is then only ever a target); ``combine="token"`` only.
         combine: ``"token"`` (memories are extra leading positions), ``"concat"`` (the memory is appended
             to every token vector, token vectors narrowed to ``hidden_size - memory_concat_dim``) or
             ``"sum"`` (added to every token vector). ``concat``/``sum`` carry one memory per position, so
@@ -251,6 +339,9 @@ class MemoryMixerConfig(MemmixBaseConfig):
         max_memories: number of earlier chunks the decoder can hold.
         encoder_hidden_size / encoder_layers / encoder_type / encoder_causal: the encoder, which may be
             narrower than the decoder (its embedding is projected).
+        encoder_mixer_heads / encoder_mixer_kernel_size / decoder_mixer_heads / decoder_mixer_kernel_size: the
+            mixing settings of each stack; ``None`` (default) = the shared ``mixer_heads`` / ``mixer_kernel_size``.
+            (The seed's memory models use an encoder with heads or ``k > 1`` and a flat ``k = 1`` decoder.)
         memory_dim: optional memory bottleneck (the autoencoder's ``embedding_dim``).
         decoder_type: ``"mixer"`` or ``"transformer"``.
         freeze_encoder: keep the encoder's weights fixed (e.g. taken from a trained autoencoder).
@@ -260,6 +351,7 @@ class MemoryMixerConfig(MemmixBaseConfig):
     model_type = "memory_mixer"
 
     memory_mode: str = "past"
+    recurrent_style: str = "projected"
     combine: str = "token"
     memory_positions: str = "fixed"
     max_memories: int = 3
@@ -271,6 +363,10 @@ class MemoryMixerConfig(MemmixBaseConfig):
     decoder_type: str = "mixer"
     freeze_encoder: bool = False
     memory_concat_dim: int | None = None
+    encoder_mixer_heads: int | None = None
+    encoder_mixer_kernel_size: int | None = None
+    decoder_mixer_heads: int | None = None
+    decoder_mixer_kernel_size: int | None = None
 
     def fill_defaults(self) -> None:
         super().fill_defaults()
@@ -282,28 +378,50 @@ class MemoryMixerConfig(MemmixBaseConfig):
     def validate_memmix(self) -> None:
         super().validate_memmix()
         _check_choice("memory_mode", self.memory_mode, MEMORY_MODES)
+        _check_choice("recurrent_style", self.recurrent_style, RECURRENT_STYLES)
         _check_choice("combine", self.combine, COMBINE_MODES)
         _check_choice("memory_positions", self.memory_positions, MEMORY_POSITIONS)
         _check_choice("encoder_type", self.encoder_type, BLOCK_TYPES)
         _check_choice("decoder_type", self.decoder_type, BLOCK_TYPES)
         for name in ("max_memories", "encoder_hidden_size", "encoder_layers", "memory_dim"):
             _check_positive(name, getattr(self, name))
-        _check_heads("encoder_hidden_size", self.encoder_hidden_size, "mixer_heads", self.mixer_heads)
         if self.encoder_type == "transformer" and self.encoder_hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide "
                 f"encoder_hidden_size={self.encoder_hidden_size}"
             )
-        if self.memory_mode == "past" and self.combine != "token" and self.max_memories != 1:
+        if self.memory_mode in ("past", "none") and self.combine != "token" and self.max_memories != 1:
             raise ValueError(
-                f"combine={self.combine!r} carries one memory per position, but memory_mode='past' with "
-                f"max_memories={self.max_memories} has several; use combine='token' or max_memories=1"
+                f"combine={self.combine!r} carries one memory per position, but memory_mode={self.memory_mode!r} "
+                f"with max_memories={self.max_memories} has several; use combine='token' or max_memories=1"
             )
+        if self.recurrent_style != "projected" and self.memory_mode != "recurrent":
+            raise ValueError(
+                f"recurrent_style={self.recurrent_style!r} only applies to memory_mode='recurrent', but "
+                f"memory_mode={self.memory_mode!r}"
+            )
+        if self.recurrent_style == "seed" and self.combine != "token":
+            raise ValueError(
+                f"recurrent_style='seed' writes the memory into token slots, which needs combine='token', but "
+                f"combine={self.combine!r}"
+            )
+        if self.freeze_encoder and self.memory_mode == "none":
+            raise ValueError("freeze_encoder=True, but memory_mode='none' has no encoder to freeze")
         if self.combine == "concat" and not 0 < self.memory_concat_dim < self.hidden_size:
             raise ValueError(
                 f"memory_concat_dim={self.memory_concat_dim} must be between 1 and hidden_size-1 "
                 f"({self.hidden_size - 1})"
             )
+
+    def validate_mixing(self) -> None:
+        if self.has_encoder:
+            self.check_stack_mixing("encoder", "encoder_hidden_size", self.encoder_hidden_size)
+        self.check_stack_mixing("decoder", "hidden_size", self.hidden_size)
+
+    @property
+    def has_encoder(self) -> bool:
+        """Whether the model has an encoder (``"recurrent"`` and ``"none"`` have none)."""
+        return self.memory_mode in ("past", "oracle")
 
     @property
     def memory_width(self) -> int:
@@ -321,7 +439,7 @@ class MemoryMixerConfig(MemmixBaseConfig):
         """Leading decoder positions reserved for memories (token combination only)."""
         if self.combine != "token":
             return 0
-        return self.max_memories if self.memory_mode == "past" else 1
+        return self.max_memories if self.memory_mode in ("past", "none") else 1
 
     @property
     def decoder_n_ctx(self) -> int:

@@ -311,7 +311,9 @@ def memory_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     current = ids.gather(1, columns.clamp(max=ids.shape[1] - 1))
     cache.token_ids[:, : current.shape[1]] = current
     cache.token_counts = in_chunk.clone()
-    inputs, starts = chunk_inputs(model, cache, model.embed_tokens(current))
+    positions = torch.arange(current.shape[1], device=ids.device)
+    token_embeds = model.memory_mode.token_embeddings(model, current, positions, cache.memories)
+    inputs, starts = chunk_inputs(model, cache, token_embeds)
     ends = starts + in_chunk
     ragged = not (bool((starts == starts[0]).all()) and bool((in_chunk == in_chunk[0]).all()))
     if ragged and not model.decoder.restarts_rows_alone:
@@ -339,8 +341,9 @@ def memory_step(model, input_ids: torch.Tensor, cache: MemmixCache, sliding_wind
     full = (cache.token_counts >= model.config.n_ctx).nonzero().squeeze(1)
     if full.numel():
         start_new_chunk(model, cache, full, sliding_window)
+    positions = cache.token_counts[:, None]  # (B, 1): where the new token sits in its chunk
     write_tokens(cache, input_ids)
-    token_embeds = model.embed_tokens(input_ids)
+    token_embeds = model.memory_mode.token_embeddings(model, input_ids, positions, cache.memories)
     # leading memory positions are already in the decoder's state; sum/concat join the memory to each token
     inputs = token_embeds if model.config.combine == "token" else chunk_inputs(model, cache, token_embeds)[0]
     hidden = model.decoder.step(inputs, cache.decoder)

@@ -7,7 +7,9 @@ A mode answers three questions:
 * training, `sequence_hidden`: the final hidden states ``(B, T, d)`` of a whole sequence;
 * generation prefill, `prefill_memories`: the memories each row's current chunk reads, from its earlier chunks;
 * generation, `store_chunk`: the memory a full chunk leaves for the next one; and `visible_slots`: the memory
-  slots a row's chunk reads now.
+  slots a row's chunk reads now;
+* both, `token_embeddings`: a chunk's token vectors (the seed's recurrent style puts the memory in the last
+  token's slot).
 
 Decoder input of chunk ``c`` (0-based), ``combine="token"``:
 
@@ -15,11 +17,16 @@ Decoder input of chunk ``c`` (0-based), ``combine="token"``:
 * ``past`` / ``variable``: ``[m_0 ... m_{c-1}, tokens of chunk c]``
 * ``oracle``:              ``[e_c, tokens of chunk c]`` where ``e_c`` embeds chunk ``c`` itself
 * ``recurrent``:           ``[r_c, tokens of chunk c]`` where ``r_c`` is the decoder's own last state of chunk
-  ``c-1`` (a learned start vector for chunk 0), trained through time.
+  ``c-1``, projected (a learned start vector for chunk 0), trained through time;
+  ``recurrent_style="seed"``: ``[r_c, tokens 0 .. C-2 of chunk c, r_c]`` where ``r_c`` is that last state itself
+  (zeros for chunk 0), as the seed's ``RecurrentMemoryMixer`` does;
+* ``none``:                the ``past`` layout with every slot empty (zeros), as for a chunk with nothing before
+  it: the no-memory baseline with the memory decoder's exact positions and parameters.
 
 With ``combine="concat"`` / ``"sum"`` the (single, newest) memory is appended to / added to every token vector.
 "Without memories" (evaluation's control) means what a chunk with nothing before it reads: ``past`` decodes each
-chunk as a first chunk, ``recurrent`` gives every chunk the start vector, ``oracle`` a zero embedding.
+chunk as a first chunk, ``recurrent`` gives every chunk the start vector, ``oracle`` a zero embedding (``none``
+always reads nothing).
 """
 
 from __future__ import annotations
@@ -101,6 +108,13 @@ class MemoryMode:
     def check_can_generate(self) -> None:
         """Raise ``ValueError`` for a mode that cannot generate."""
 
+    def token_embeddings(self, model, ids: torch.Tensor, positions: torch.Tensor,
+                         memory: torch.Tensor) -> torch.Tensor:
+        """Token vectors ``(B, q, w')`` of tokens ``ids (B, q)`` at ``positions`` (``(q,)`` or ``(B, q)``) of their
+        chunk, which reads the memory slots ``memory (B, S, w)``. Plain token embeddings; see
+        `RecurrentMemories`."""
+        return model.embed_tokens(ids)
+
     def visible_slots(self, cache, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The memory slots ``(n, S, w)`` the current chunk of ``rows`` (default all) reads, and how many of them
         are in use ``(n,)``."""
@@ -125,10 +139,14 @@ class PastMemories(MemoryMode):
                        without_memories: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Chunks ``(B, n, C)``, the memory slots each reads ``(B, n, S, w)`` and how many are in use ``(n,)``."""
         chunks = whole_chunks(input_ids, self.config.n_ctx)
-        memories = model.project_memories(model.encode_chunks(chunks[:, :-1], embedding_format))
+        memories = self.earlier_memories(model, chunks[:, :-1], embedding_format)
         chunk_index = torch.arange(chunks.shape[1], device=input_ids.device)
         visible = torch.zeros_like(chunk_index) if without_memories else chunk_index
         return chunks, self.chunk_slots(memories, visible), visible
+
+    def earlier_memories(self, model, chunks: torch.Tensor, embedding_format: str | None) -> torch.Tensor:
+        """(B, n, C) chunks -> the decoder-side memories they leave ``(B, n, w)``, in one encoder call."""
+        return model.project_memories(model.encode_chunks(chunks, embedding_format))
 
     def decoder_inputs(self, model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder inputs of every chunk ``(B, n, S + C, d)`` and where each chunk's tokens sit ``(n, C)``
@@ -249,20 +267,52 @@ class OracleMemories(MemoryMode):
 
 
 class RecurrentMemories(MemoryMode):
-    """``memory_mode="recurrent"`` (RMT-style baseline): the decoder's own last state of chunk ``c-1``, projected,
-    is the memory of chunk ``c``; chunk 0 reads a learned start vector. Sequential by definition."""
+    """``memory_mode="recurrent"`` (RMT-style baseline): the decoder's own last state of chunk ``c-1`` is the
+    memory of chunk ``c``. Sequential by definition.
+
+    ``recurrent_style="projected"``: the memory is ``recurrent_proj`` of that state, and chunk 0 reads a learned
+    start vector. ``"seed"``, the seed's ``RecurrentMemoryMixer``: the state itself, zeros for chunk 0, read in the
+    leading slot *and* written over the vector of the chunk's last token (position ``n_ctx - 1``), so the last
+    position's state, the next memory, has read the memory twice and that token is only ever a target. (The
+    seed's loss skips predicting each chunk's first token from the previous chunk; memmix scores every next
+    token, that one from the memory slot, so bits per byte count every token.)
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.seed_style = config.recurrent_style == "seed"
+
+    def start_memory(self, model, batch: int) -> torch.Tensor:
+        """The memory chunk 0 reads ``(B, 1, w)`` (an expanded view: copy it before writing into it)."""
+        if self.seed_style:
+            return model.embed_tokens.weight.new_zeros(1, 1, self.config.memory_width).expand(batch, -1, -1)
+        return model.initial_memory.expand(batch, 1, -1)
+
+    def next_memory(self, model, last_hidden: torch.Tensor) -> torch.Tensor:
+        """The memory a chunk leaves from the decoder's state at its last position ``(..., d)``."""
+        return last_hidden if self.seed_style else model.recurrent_proj(last_hidden)
+
+    def token_embeddings(self, model, ids: torch.Tensor, positions: torch.Tensor,
+                         memory: torch.Tensor) -> torch.Tensor:
+        embeds = model.embed_tokens(ids)
+        if not self.seed_style:
+            return embeds
+        last = (positions == self.config.n_ctx - 1)[..., None]  # (q, 1) or (B, q, 1): the last token's slot
+        return torch.where(last, memory[:, -1:].to(embeds.dtype), embeds)
 
     def decode_in_order(self, model, ids: torch.Tensor, num_chunks: int, without_memories: bool = False):
         """Decode chunks ``0 .. num_chunks-1`` of ``ids (B, T)`` in order; yields, per chunk, the decoder's
         hidden states at its tokens (before the final norm) and the memory it leaves for the next chunk."""
         chunk = self.config.n_ctx
-        memory = model.initial_memory.expand(ids.shape[0], 1, -1)
+        memory = self.start_memory(model, ids.shape[0])
         visible = torch.ones(ids.shape[0], dtype=torch.long, device=ids.device)
         for number in range(num_chunks):
-            token_embeds = model.embed_tokens(ids[:, number * chunk : (number + 1) * chunk])
+            chunk_ids = ids[:, number * chunk : (number + 1) * chunk]
+            positions = torch.arange(chunk_ids.shape[1], device=ids.device)
+            token_embeds = self.token_embeddings(model, chunk_ids, positions, memory)
             inputs, _ = join_memories(memory, visible, token_embeds, self.config.combine, False)
             hidden = model.decoder(inputs)
-            following = model.recurrent_proj(hidden[:, -1:])
+            following = self.next_memory(model, hidden[:, -1:])
             yield hidden[:, self.config.num_memory_slots :], following  # every row's tokens start there
             if not without_memories:
                 memory = following
@@ -276,20 +326,42 @@ class RecurrentMemories(MemoryMode):
     def prefill_memories(self, model, ids: torch.Tensor, chunk_index: torch.Tensor,
                          sliding_window: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode the earlier chunks in order; each row keeps the memory its current chunk reads ``(B, 1, w)``."""
-        current = model.initial_memory.expand(ids.shape[0], 1, -1).clone()  # the cache writes into it: no view
+        current = self.start_memory(model, ids.shape[0]).clone()  # the cache writes into it: no view
         for number, (_, following) in enumerate(self.decode_in_order(model, ids, int(chunk_index.max()))):
             current = torch.where((chunk_index > number)[:, None, None], following, current)
         return current, torch.ones_like(chunk_index)
 
     def store_chunk(self, model, cache, rows: torch.Tensor, sliding_window: bool) -> None:
-        cache.memories[rows] = model.recurrent_proj(cache.last_hidden[rows][:, None])
+        cache.memories[rows] = self.next_memory(model, cache.last_hidden[rows][:, None])
 
     def visible_slots(self, cache, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         memories = cache.memories if rows is None else cache.memories[rows]
         return memories, torch.ones(memories.shape[0], dtype=torch.long, device=memories.device)
 
 
-MEMORY_MODES = {"past": PastMemories, "oracle": OracleMemories, "recurrent": RecurrentMemories}
+class NoMemories(PastMemories):
+    """``memory_mode="none"``: the no-memory baseline. The decoder of ``"past"`` (the same ``max_memories``
+    slots, positions and layout), every slot empty as for a chunk with nothing before it, and no encoder: what
+    ``past`` gives with ``without_memories=True``, so "memories help" compares like with like."""
+
+    def chunk_memories(self, model, input_ids: torch.Tensor, embedding_format: str | None = None,
+                       without_memories: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return super().chunk_memories(model, input_ids, embedding_format, without_memories=True)
+
+    def earlier_memories(self, model, chunks: torch.Tensor, embedding_format: str | None) -> torch.Tensor:
+        return chunks.new_zeros(*chunks.shape[:2], self.config.memory_width, dtype=model.embed_tokens.weight.dtype)
+
+    def prefill_memories(self, model, ids: torch.Tensor, chunk_index: torch.Tensor,
+                         sliding_window: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        memories = ids.new_zeros(ids.shape[0], self.config.max_memories, self.config.memory_width,
+                                 dtype=model.embed_tokens.weight.dtype)
+        return memories, torch.zeros_like(chunk_index)
+
+    def store_chunk(self, model, cache, rows: torch.Tensor, sliding_window: bool) -> None:
+        """A full chunk leaves nothing: the next chunk starts over with empty slots."""
+
+
+MEMORY_MODES = {"past": PastMemories, "oracle": OracleMemories, "recurrent": RecurrentMemories, "none": NoMemories}
 
 
 def memory_mode_for(config) -> MemoryMode:
@@ -297,5 +369,5 @@ def memory_mode_for(config) -> MemoryMode:
     return MEMORY_MODES[config.memory_mode](config)
 
 
-__all__ = ["MEMORY_MODES", "MemoryMode", "OracleMemories", "PastMemories", "RecurrentMemories", "decode_chunks",
-           "join_memories", "memory_mode_for", "whole_chunks"]
+__all__ = ["MEMORY_MODES", "MemoryMode", "NoMemories", "OracleMemories", "PastMemories", "RecurrentMemories",
+           "decode_chunks", "join_memories", "memory_mode_for", "whole_chunks"]

@@ -220,15 +220,15 @@ class MixerBlock(nn.Module):
 
 
 class MixerStack(nn.Module):
-    """``depth`` mixer blocks of one width and context length."""
+    """``depth`` mixer blocks of one width, context length and mixing setting (``heads``, ``kernel_size``);
+    ``config`` gives the feed-forward width and the norm epsilon."""
 
-    def __init__(self, width: int, depth: int, n_ctx: int, causal: bool, config):
+    def __init__(self, width: int, depth: int, n_ctx: int, causal: bool, config, *, heads: int, kernel_size: int):
         super().__init__()
         self.n_ctx = n_ctx
         self.causal = causal
         self.layers = nn.ModuleList(
-            MixerBlock(width, n_ctx, causal, config.mixer_heads, config.mixer_kernel_size,
-                       config.ff_size(width), config.layer_norm_eps)
+            MixerBlock(width, n_ctx, causal, heads, kernel_size, config.ff_size(width), config.layer_norm_eps)
             for _ in range(depth)
         )
 
@@ -282,7 +282,8 @@ class TransformerStack(nn.Module):
     """``depth`` Llama decoder layers (from transformers) with rotary positions, causal or bidirectional.
 
     Used for the hybrid variants the seed compares (transformer encoder or decoder); attention runs through
-    SDPA, whose ``is_causal`` flag selects the mask.
+    SDPA, whose ``is_causal`` flag selects the mask. Its modules are marked ``keeps_transformers_init``: they
+    keep transformers' init whatever the config's ``init_style`` (as the seed's ``LlamaModel`` does).
     """
 
     def __init__(self, width: int, depth: int, n_ctx: int, causal: bool, config):
@@ -303,6 +304,8 @@ class TransformerStack(nn.Module):
         )
         self.layers = nn.ModuleList(LlamaDecoderLayer(self.llama_config, i) for i in range(depth))
         self.rotary_emb = LlamaRotaryEmbedding(config=self.llama_config)
+        for module in self.modules():
+            module.keeps_transformers_init = True
 
     def forward(self, x: torch.Tensor, cache=None, position_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -427,10 +430,18 @@ def cached_causal_mask(new: int, past: int, device: torch.device) -> torch.Tenso
     return (keys[None, :] <= past + torch.arange(new, device=device)[:, None])[None, None]
 
 
-def build_stack(block_type: str, width: int, depth: int, n_ctx: int, causal: bool, config) -> nn.Module:
-    """Factory: a stack of mixer blocks or Llama blocks, chosen by ``block_type``."""
-    stack_class = {"mixer": MixerStack, "transformer": TransformerStack}[block_type]
-    return stack_class(width, depth, n_ctx, causal, config)
+def build_stack(block_type: str, width: int, depth: int, n_ctx: int, causal: bool, config, *, mixer_heads: int,
+                mixer_kernel_size: int) -> nn.Module:
+    """Factory: a stack of mixer blocks or Llama blocks, chosen by ``block_type``.
+
+    The mixing setting is the caller's (each stack of a model may have its own, see
+    ``MemmixBaseConfig.stack_mixing``); a transformer stack has none and ignores it. ``config`` gives the sizes
+    every stack shares (feed-forward ratio, norm epsilon, attention heads)."""
+    if block_type == "mixer":
+        return MixerStack(width, depth, n_ctx, causal, config, heads=mixer_heads, kernel_size=mixer_kernel_size)
+    if block_type == "transformer":
+        return TransformerStack(width, depth, n_ctx, causal, config)
+    raise ValueError(f"block_type={block_type!r} is not supported; choose 'mixer' or 'transformer'")
 
 
 __all__ = ["MaskedTokenMixing", "MixerBlock", "MixerStack", "MixerStackState", "TransformerStack",

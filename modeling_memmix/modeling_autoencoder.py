@@ -3,7 +3,9 @@
 The encoder reads ``n_ctx`` tokens; its hidden state at the last position, optionally squeezed through a
 bottleneck (``down`` to ``embedding_dim``), is the embedding. The decoder receives that single vector at every
 position (``repeat``: the same vector, or ``unroll``: position ``i`` gets a wrapped-around slice of the
-embedding, then a shared projection) and regenerates all ``n_ctx`` tokens in one pass.
+embedding, or with ``unroll_source="projected"`` of the embedding projected back to full width as the seed does,
+then a shared projection) and regenerates all ``n_ctx`` tokens in one pass. Encoder and decoder may each have
+their own mixing setting (``encoder_mixer_*`` / ``decoder_mixer_*``).
 """
 
 from __future__ import annotations
@@ -33,18 +35,22 @@ class TextEncoder(nn.Module):
     The memory model builds the same module with the same names, so a trained autoencoder's encoder
     weights load into it unchanged.
 
-    Quantization-aware training (``config.embedding_noise``, a format name): in training mode uniform noise of
-    half that format's step is added to the embedding (``embedding_noise_position="embedding"``), or — the
+    Quantization-aware training (``config.embedding_noise``, a format name, or ``config.embedding_noise_scale``,
+    the seed's fixed absolute step): in training mode uniform noise (half that format's step on each side, or
+    ``U[0, scale)``) is added to the embedding (``embedding_noise_position="embedding"``), or — the
     seed's variant, ``"pre_bottleneck"`` — to the last hidden state before the bottleneck, with a residual
     across the bottleneck (``embedding = down(h) + h[:embedding_dim]``).
+
+    The stack's mixing setting is ``config.stack_mixing("encoder")``.
     """
 
     def __init__(self, config, width: int, depth: int, embedding_dim: int, block_type: str, causal: bool):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, width)
-        self.stack = build_stack(block_type, width, depth, config.n_ctx, causal, config)
+        self.stack = build_stack(block_type, width, depth, config.n_ctx, causal, config,
+                                 **config.stack_mixing("encoder"))
         self.down = nn.Linear(width, embedding_dim) if embedding_dim != width else None
-        self.noise = QuantizationNoise(config.embedding_noise)
+        self.noise = QuantizationNoise(config.embedding_noise, config.embedding_noise_scale)
         self.noise_before_bottleneck = config.embedding_noise_position == "pre_bottleneck"
 
     def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
@@ -73,12 +79,15 @@ class MixerAutoencoder(MemmixPreTrainedModel):
         self.encoder = TextEncoder(config, config.hidden_size, config.encoder_layers, config.embedding_dim,
                                    config.encoder_type, config.encoder_causal)
         decoder_width = config.decoder_hidden_size
+        # the seed's order: the bottlenecked embedding back to full width, then unrolled
+        projected = config.unroll_source == "projected" and config.embedding_dim != config.hidden_size
+        self.bottleneck_up = nn.Linear(config.embedding_dim, config.hidden_size) if projected else None
         if config.decoder_input == "unroll":
-            self.up = nn.Linear(config.unroll_window, decoder_width)
+            self.up = nn.Linear(config.unroll_window, decoder_width)  # the shared projection of every slice
         else:
             self.up = nn.Linear(config.embedding_dim, decoder_width) if config.embedding_dim != decoder_width else None
         self.decoder = build_stack(config.decoder_type, decoder_width, config.decoder_layers, config.n_ctx,
-                                   config.decoder_causal, config)
+                                   config.decoder_causal, config, **config.stack_mixing("decoder"))
         self.norm = nn.LayerNorm(decoder_width, eps=config.layer_norm_eps)
         self.lm_head = nn.Linear(decoder_width, config.vocab_size, bias=False)
         self.post_init()
@@ -107,9 +116,16 @@ class MixerAutoencoder(MemmixPreTrainedModel):
         return embedding if embedding_format is None else quantize_embedding(embedding, embedding_format)
 
     def decoder_inputs(self, embedding: torch.Tensor) -> torch.Tensor:
-        """(B, embedding_dim) -> (B, n_ctx, decoder width): repeated or unrolled embedding."""
+        """(B, embedding_dim) -> (B, n_ctx, decoder width): repeated or unrolled embedding.
+
+        Unroll: position ``i`` reads ``v[(i + j) % len(v)]`` for ``j < unroll_window``, the seed's sliding window
+        (``encoder_embedding[..., i:i + dim//2]``, wrapped around to the start), through the shared projection
+        ``up``; ``v`` is the embedding, or ``bottleneck_up(embedding)`` (full width) with
+        ``unroll_source="projected"``."""
         n_ctx = self.config.n_ctx
         if self.config.decoder_input == "unroll":
+            if self.bottleneck_up is not None:
+                embedding = self.bottleneck_up(embedding)  # (B, hidden_size)
             window = self.config.unroll_window
             offsets = torch.arange(n_ctx, device=embedding.device)[:, None] + torch.arange(window, device=embedding.device)
             slices = embedding[:, offsets % embedding.shape[-1]]  # (B, n_ctx, window): one slice per position

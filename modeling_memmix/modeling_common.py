@@ -116,7 +116,8 @@ class MemmixPreTrainedModel(PreTrainedModel):
     AUTO_MAP: dict[str, str] = {}
 
     def _init_weights(self, module):
-        super()._init_weights(module)
+        if not self._pytorch_default_init(module):
+            super()._init_weights(module)
         if isinstance(module, MaskedTokenMixing):
             # transformers' default (normal, std 0.02) would shrink an n_ctx-wide sum toward zero; keep the
             # seed's Conv1d default scale instead.
@@ -124,6 +125,24 @@ class MemmixPreTrainedModel(PreTrainedModel):
             init.uniform_(module.weight, -bound, bound)
             if module.bias is not None:
                 init.uniform_(module.bias, -bound, bound)
+
+    def _pytorch_default_init(self, module) -> bool:
+        """``config.init_style="pytorch"`` (what the seed's research code keeps): PyTorch's own init of an
+        ``nn.Linear`` (weight and bias uniform in ``+-1/sqrt(fan_in)``) or ``nn.Embedding`` (``N(0, 1)``); returns
+        whether it initialized ``module``. Modules of transformer stacks (``keeps_transformers_init``) keep
+        transformers' init, as the seed's ``LlamaModel`` does."""
+        if getattr(self.config, "init_style", "memmix") != "pytorch" or getattr(module, "keeps_transformers_init", False):
+            return False
+        if isinstance(module, torch.nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))  # = bound 1/sqrt(fan_in), nn.Linear.reset_parameters
+            if module.bias is not None:
+                bound = 1.0 / math.sqrt(module.in_features) if module.in_features else 0.0
+                init.uniform_(module.bias, -bound, bound)
+            return True
+        if isinstance(module, torch.nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+            return True
+        return False
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save, with an ``auto_map`` naming every Auto class of this family (see CONVENTIONS.md item 1)."""

@@ -2,9 +2,9 @@
 (memories) that a causal decoder reads, so the context grows while the decoder's cost per token stays that
 of an ``n_ctx``-token model.
 
-How a chunk reads its memories depends on ``memory_mode`` (past / oracle / recurrent) and ``combine`` (token /
-concat / sum); each mode lives in one class of ``memory_modes.py``, which serves the training forward and
-generation alike. Memories of all chunks are encoded in one batched encoder call, and all chunks are decoded
+How a chunk reads its memories depends on ``memory_mode`` (past / oracle / recurrent, or none, the no-memory
+baseline with the same decoder) and ``combine`` (token / concat / sum); each mode lives in one class of
+``memory_modes.py``, which serves the training forward and generation alike. Memories of all chunks are encoded in one batched encoder call, and all chunks are decoded
 in one batched decoder call (except ``recurrent``, which is sequential by definition). Logits come back in
 sequence order, ``(B, T, V)``, with ``logits[:, t]`` predicting token ``t + 1``; the loss is the usual shifted
 next-token loss over the whole sequence, so the first token of chunk ``c + 1`` is predicted by the last
@@ -69,11 +69,11 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
         super().__init__(config)
         width, memory_width, token_width = config.hidden_size, config.memory_width, config.token_width
         self.memory_mode = memory_mode_for(config)
-        if config.memory_mode == "recurrent":
-            self.encoder = None
+        self.encoder = self.memory_proj = self.recurrent_proj = self.initial_memory = None
+        if config.memory_mode == "recurrent" and config.recurrent_style == "projected":
             self.recurrent_proj = nn.Linear(width, memory_width)
             self.initial_memory = nn.Parameter(torch.zeros(memory_width))
-        else:
+        elif config.has_encoder:
             self.encoder = TextEncoder(config, config.encoder_hidden_size, config.encoder_layers, config.memory_dim,
                                        config.encoder_type, config.encoder_causal)
             self.memory_proj = nn.Linear(config.memory_dim, memory_width) if config.memory_dim != memory_width else None
@@ -81,7 +81,7 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
                 self.encoder.requires_grad_(False)
         self.embed_tokens = nn.Embedding(config.vocab_size, token_width)
         self.decoder = build_stack(config.decoder_type, width, config.num_hidden_layers, config.decoder_n_ctx, True,
-                                   config)
+                                   config, **config.stack_mixing("decoder"))
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
         if config.tie_word_embeddings and token_width != width:
@@ -93,7 +93,7 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if module is self and self.config.memory_mode == "recurrent":
+        if module is self and self.initial_memory is not None:
             from transformers import initialization as init
 
             init.normal_(self.initial_memory, std=self.config.initializer_range)
@@ -196,15 +196,26 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
         """A memory model whose encoder (and bottleneck) is a trained `MixerAutoencoder`'s.
 
         ``autoencoder`` is a `MixerAutoencoder` or a path / Hub id of one. The encoder settings (width, depth,
-        type, causality, ``memory_dim``, ``n_ctx``, vocabulary) are taken from it; ``config_overrides`` set the
-        decoder and memory options (e.g. ``hidden_size=..., max_memories=...``). With ``freeze_encoder=True``
-        the encoder's weights stay fixed during training.
+        type, causality, mixing setting, ``memory_dim``, ``n_ctx``, vocabulary) are taken from it;
+        ``config_overrides`` set the decoder and memory options (e.g. ``hidden_size=..., max_memories=...``).
+        The decoder's mixing setting defaults to the autoencoder decoder's; override it with
+        ``decoder_mixer_heads`` / ``decoder_mixer_kernel_size`` (or the shared ``mixer_heads`` /
+        ``mixer_kernel_size``). The seed's recipe is an encoder with ``k = 16`` and a flat decoder:
+        ``from_autoencoder(ae, decoder_mixer_heads=0, decoder_mixer_kernel_size=1)``. With
+        ``freeze_encoder=True`` the encoder's weights stay fixed during training.
         """
         if isinstance(autoencoder, (str, bytes)) or hasattr(autoencoder, "__fspath__"):
             from .modeling_autoencoder import MixerAutoencoder
 
             autoencoder = MixerAutoencoder.from_pretrained(autoencoder)
         ae_config = autoencoder.config
+        memory_mode = config_overrides.get("memory_mode", "past")
+        if memory_mode not in ("past", "oracle"):
+            raise ValueError(
+                f"from_autoencoder gives the model the autoencoder's encoder, but memory_mode={memory_mode!r} has no "
+                "encoder; use memory_mode='past' or 'oracle' (or build the model from a MemoryMixerConfig)"
+            )
+        encoder_mixing, decoder_mixing = ae_config.stack_mixing("encoder"), ae_config.stack_mixing("decoder")
         taken = {
             "vocab_size": ae_config.vocab_size,
             "n_ctx": ae_config.n_ctx,
@@ -213,8 +224,8 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
             "encoder_type": ae_config.encoder_type,
             "encoder_causal": ae_config.encoder_causal,
             "memory_dim": ae_config.embedding_dim,
-            "mixer_heads": ae_config.mixer_heads,
-            "mixer_kernel_size": ae_config.mixer_kernel_size,
+            "encoder_mixer_heads": encoder_mixing["mixer_heads"],
+            "encoder_mixer_kernel_size": encoder_mixing["mixer_kernel_size"],
             "num_attention_heads": ae_config.num_attention_heads,
             "layer_norm_eps": ae_config.layer_norm_eps,
         }
@@ -222,6 +233,10 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
         if clashes:
             raise ValueError(f"these settings are fixed by the autoencoder's encoder and cannot change: {clashes}")
         settings = {**taken, **config_overrides, "freeze_encoder": freeze_encoder}
+        for name, value in decoder_mixing.items():  # the decoder's mixing: as overridden, else the AE decoder's
+            if name not in config_overrides:
+                settings.setdefault(f"decoder_{name}", value)
+            settings.setdefault(name, getattr(ae_config, name))
         settings.setdefault("hidden_size", ae_config.hidden_size)
         settings.setdefault("num_hidden_layers", ae_config.decoder_layers)
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):

@@ -55,7 +55,8 @@ class MixerModel(MixerPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.stack = build_stack(config.block_type, config.hidden_size, config.num_hidden_layers, config.n_ctx,
-                                 True, config)
+                                 True, config, mixer_heads=config.mixer_heads,
+                                 mixer_kernel_size=config.mixer_kernel_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 

@@ -10,7 +10,9 @@ works; the last dim is "the vector"):
 * **Quantization-aware training**: ``add_quantization_noise(x, embedding_format)`` (or the module
   :class:`QuantizationNoise` in a forward path) adds uniform noise ``U(-Δ/2, Δ/2)``, half the
   target format's quantization step Δ on each side, so the decoder learns to read embeddings
-  that will later be rounded to that grid.
+  that will later be rounded to that grid. The seed's variant, a fixed absolute step whatever the
+  values (``torch.rand(...) * 2**-3``, i.e. ``U[0, s)``, not centred), is ``add_fixed_scale_noise(x, s)``
+  or ``QuantizationNoise(scale=s)``.
 
 Formats (``EMBEDDING_FORMATS``; ``"fp32"`` is the unquantized reference):
 
@@ -373,21 +375,48 @@ def noise_step(x: torch.Tensor, format_or_step: str | float | torch.Tensor) -> t
     return step
 
 
+def add_fixed_scale_noise(
+    x: torch.Tensor, scale: float, training: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The seed's quantization-aware noise: ``x + u * scale`` with ``u ~ U[0, 1)`` per element.
+
+    Exactly the seed's ``encoder_embedding += torch.rand(encoder_embedding.shape) * (2**-3)`` (scale 2**-3 for
+    an e4m3 target): one fixed absolute width whatever the values, and *not* centred (mean ``scale / 2``).
+    The noise carries no gradient. Returns ``x`` itself when ``training`` is False (the seed adds it in
+    evaluation too; memmix measures stored embeddings with ``embedding_format`` instead).
+    """
+    if not training:
+        return x
+    uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=compute_dtype(x.dtype))
+    return x + (uniform * scale).to(x.dtype)
+
+
 class QuantizationNoise(nn.Module):
-    """Adds ``U(-Δ/2, Δ/2)`` noise of format ``embedding_format`` in training mode; identity in eval or if embedding_format is None.
+    """Quantization-aware noise in training mode: ``U(-Δ/2, Δ/2)`` of format ``embedding_format``, or the seed's
+    ``U[0, scale)`` of a fixed absolute ``scale`` (at most one of them); identity in eval or when both are None.
 
     Put it where the embedding leaves the encoder; ``forward(x, force=True)`` adds the noise even
     in eval mode (e.g. to measure a model under simulated quantization).
     """
 
-    def __init__(self, embedding_format: str | None = None):
+    def __init__(self, embedding_format: str | None = None, scale: float | None = None):
         super().__init__()
+        if embedding_format is not None and scale is not None:
+            raise ValueError(f"give a noise format ({embedding_format!r}) or a fixed scale ({scale!r}), not both")
+        if scale is not None and not 0 < scale < math.inf:
+            raise ValueError(f"noise scale={scale!r} must be finite and > 0")
         self.embedding_format = None if embedding_format is None else check_format(embedding_format)
+        self.scale = scale
 
     def forward(self, x: torch.Tensor, force: bool = False) -> torch.Tensor:
+        training = self.training or force
+        if self.scale is not None:
+            return add_fixed_scale_noise(x, self.scale, training=training)
         if self.embedding_format is None:
             return x
-        return add_quantization_noise(x, self.embedding_format, training=self.training or force)
+        return add_quantization_noise(x, self.embedding_format, training=training)
 
     def extra_repr(self) -> str:
+        if self.scale is not None:
+            return f"scale={self.scale!r}"
         return f"embedding_format={self.embedding_format!r}"
