@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 from memmix_data import load_documents, load_or_build_windows, load_or_train_tokenizer, split_documents
 from memmix_train.config import TrainConfig
@@ -76,6 +77,7 @@ class Schedule:
     bf16: bool = False  # bf16 autocast (fast on CPUs with AMX)
     max_minutes: float | None = None  # stop early when spent (the schedule stays that of ``steps``)
     eval_every: int | None = None
+    device: str = "cpu"  # "cuda": the model trains on the GPU (batches are moved there by train_step)
 
 
 @dataclass
@@ -105,7 +107,8 @@ def train_model(model: torch.nn.Module, train_ids: torch.Tensor, schedule: Sched
     settings = TrainConfig(lr=schedule.lr, weight_decay=schedule.weight_decay, betas=[0.9, 0.95],
                            warmup_steps=schedule.warmup_steps, max_steps=schedule.steps,
                            batch_size=schedule.batch_size, grad_clip=schedule.grad_clip)
-    accelerator = Accelerator(cpu=True, mixed_precision="bf16" if schedule.bf16 else "no")
+    AcceleratorState._reset_state(reset_partial_state=True)  # runs in one process may differ in precision
+    accelerator = Accelerator(cpu=schedule.device == "cpu", mixed_precision="bf16" if schedule.bf16 else "no")
     optimizer = build_optimizer(model, settings)
     scheduler = build_scheduler(optimizer, settings)
     model = accelerator.prepare(model)  # one plain process: autocast around forward when bf16
@@ -139,13 +142,20 @@ def _evaluate(model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], dict
     return result
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are (CPU for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def autoencoder_scores(model, ids: torch.Tensor, batch_size: int = 64, embedding_format: str | None = None) -> dict:
     """Held-out reconstruction cross-entropy (nats/token), token accuracy (fraction regenerated exactly by the
     argmax) and information retained ``I_e = 1 - CE / ln V``; the embedding stored in ``embedding_format``."""
     nats, correct = 0.0, 0
+    device = model_device(model)
     for start in range(0, ids.shape[0], batch_size):
-        batch = ids[start : start + batch_size]
+        batch = ids[start : start + batch_size].to(device)
         logits = model(input_ids=batch, embedding_format=embedding_format).logits.float()
         nats += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.flatten(), reduction="sum"))
         correct += int((logits.argmax(-1) == batch).sum())
@@ -158,11 +168,12 @@ def autoencoder_scores(model, ids: torch.Tensor, batch_size: int = 64, embedding
 def causal_loss(model, ids: torch.Tensor, batch_size: int = 32, **forward_kwargs) -> torch.Tensor:
     """Mean next-token loss at every predicted position, (T - 1,) nats, over the windows ``ids``."""
     total = torch.zeros(ids.shape[1] - 1, dtype=torch.float64)
+    device = model_device(model)
     for start in range(0, ids.shape[0], batch_size):
-        batch = ids[start : start + batch_size]
+        batch = ids[start : start + batch_size].to(device)
         logits = model(input_ids=batch, **forward_kwargs).logits.float()
         losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")
-        total += losses.double().sum(0)
+        total += losses.double().sum(0).cpu()
     return total / ids.shape[0]
 
 
@@ -228,6 +239,29 @@ def _jsonable(value):
     if isinstance(value, torch.Tensor):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` values (the first ones average what is there)."""
+    out, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value
+        if index >= window:
+            total -= values[index - window]
+        out.append(total / min(index + 1, window))
+    return out
+
+
+def plot_band(ax, xs: Sequence[float], per_seed: Sequence[Sequence[float]], label: str, **style) -> None:
+    """Mean over seeds as a line and mean ± standard deviation as a shaded band (runs cut to the shortest)."""
+    length = min(len(xs), *(len(ys) for ys in per_seed))
+    columns = [[ys[i] for ys in per_seed] for i in range(length)]
+    stats = [seed_stats(column) for column in columns]
+    means = [s.mean for s in stats]
+    line, = ax.plot(xs[:length], means, label=label, **style)
+    if len(per_seed) > 1:
+        ax.fill_between(xs[:length], [s.mean - s.std for s in stats], [s.mean + s.std for s in stats],
+                        color=line.get_color(), alpha=0.2, linewidth=0)
 
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:
