@@ -19,7 +19,7 @@ from .mixer_layers import build_stack
 from .modeling_common import (
     MemmixAutoencoderOutput,
     MemmixPreTrainedModel,
-    attach_loss,
+    head_and_loss,
 )
 from .quantization import QuantizationNoise, QuantizedEmbedding, quantize_embedding, round_trip
 
@@ -141,26 +141,32 @@ class MixerAutoencoder(MemmixPreTrainedModel):
         expected = self.config.embedding_dim
         if embedding.dim() != 2 or embedding.shape[-1] != expected:
             raise ValueError(f"embedding must have shape (batch, {expected}), got {tuple(embedding.shape)}")
-        hidden = self.decoder(self.decoder_inputs(embedding))
-        return self.lm_head(self.norm(hidden))
+        return self.lm_head(self.decoded_hidden(embedding))
+
+    def decoded_hidden(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, embedding_dim) float embedding -> (B, n_ctx, decoder width) normed hidden states before the head."""
+        return self.norm(self.decoder(self.decoder_inputs(embedding)))
 
     def forward(self, input_ids: torch.LongTensor, labels: torch.LongTensor | None = None,
                 embedding_format: str | None = None, attention_mask: torch.Tensor | None = None,
-                num_items_in_batch: int | torch.Tensor | None = None, **kwargs) -> MemmixAutoencoderOutput:
+                num_items_in_batch: int | torch.Tensor | None = None, return_logits: bool = True,
+                **kwargs) -> MemmixAutoencoderOutput:
         """Encode, decode, and score the reconstruction. The decoder reads the embedding stored in
         ``embedding_format`` (default ``config.embedding_format``; ``None`` = float); in training the
         storage round trip passes gradients straight through to the encoder.
 
         The autoencoder embeds whole windows: an ``attention_mask`` (what a collator adds) must be all ones,
         since padding would be read into the embedding. ``num_items_in_batch`` (transformers' Trainer)
-        divides the summed loss by that count instead of taking this batch's mean."""
+        divides the summed loss by that count instead of taking this batch's mean. ``return_logits=False`` with
+        ``labels`` (the training loop) scores without full-vocabulary logits (``modeling_common.head_and_loss``)."""
         self._check_no_padding(attention_mask, input_ids)
         embedding = self.encode(input_ids)
         stored_format = embedding_format or self.config.embedding_format
-        logits = self.decode(embedding if stored_format is None else round_trip(embedding, stored_format))
-        output = MemmixAutoencoderOutput(logits=logits, embedding=embedding)
-        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=False,
-                           num_items_in_batch=num_items_in_batch)
+        read = embedding if stored_format is None else round_trip(embedding, stored_format)
+        hidden = self.decoded_hidden(read)
+        output = MemmixAutoencoderOutput(embedding=embedding)
+        return head_and_loss(output, hidden, self.lm_head, labels, input_ids, self.config.vocab_size, shift=False,
+                             num_items_in_batch=num_items_in_batch, return_logits=return_logits)
 
     @staticmethod
     def _check_no_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> None:

@@ -4,6 +4,12 @@ dataclasses, loss bookkeeping for exact bits per byte (input checks live in ``in
 Loss bookkeeping: besides the mean token cross-entropy ``loss``, outputs carry ``loss_sum`` (summed nats over
 the scored tokens), ``num_tokens`` and ``token_losses`` (per-token nats, 0 where the label is ignored), so
 bits per byte can be computed exactly over any set of windows.
+
+Training without logits: `head_and_loss` with ``return_logits=False`` (what the forwards' ``return_logits`` flag
+and the training loop use) computes the LM head and the cross-entropy together over chunks of tokens
+(`ChunkedLinearCrossEntropy`), so the full ``(tokens, vocabulary)`` logits never exist, in fp32 or otherwise.
+Loss and gradients equal the full path's within rounding; ``logits`` is then ``None`` and ``token_losses`` carries
+no gradient.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -56,6 +63,18 @@ class TokenLoss:
     per_token: torch.Tensor
 
 
+def scored_labels(labels: torch.Tensor, shift: bool, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """``labels`` with ``-100`` wherever no prediction may be scored: padding is never a target, and with
+    ``shift=True`` never a predictor either (see `token_cross_entropy`)."""
+    if attention_mask is None:
+        return labels
+    real = attention_mask.bool()
+    labels = labels.masked_fill(~real, IGNORE_INDEX)
+    if shift:
+        labels = torch.cat([labels[:, :1], labels[:, 1:].masked_fill(~real[:, :-1], IGNORE_INDEX)], dim=1)
+    return labels
+
+
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, shift: bool,
                         attention_mask: torch.Tensor | None = None) -> TokenLoss:
     """Token cross-entropy in nats with ``-100`` ignored.
@@ -67,11 +86,7 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, shift: bool,
     unpadded sequence is not, so a padded batch gives the loss of its rows run alone.
     The mean is NaN-free: with no scored token it is 0 (and ``count`` is 0).
     """
-    if attention_mask is not None:
-        real = attention_mask.bool()
-        labels = labels.masked_fill(~real, IGNORE_INDEX)
-        if shift:
-            labels = torch.cat([labels[:, :1], labels[:, 1:].masked_fill(~real[:, :-1], IGNORE_INDEX)], dim=1)
+    labels = scored_labels(labels, shift, attention_mask)
     if shift:
         logits, labels = logits[:, :-1], labels[:, 1:]
     per_token = F.cross_entropy(
@@ -99,6 +114,124 @@ def attach_loss(output, logits: torch.Tensor, labels: torch.Tensor | None, input
     output.loss = loss.mean if num_items_in_batch is None else loss.total / num_items_in_batch
     output.loss_sum, output.num_tokens = loss.total, loss.count
     output.token_losses = loss.per_token
+    return output
+
+
+# ----- LM head and cross-entropy in chunks (training without full-vocabulary logits) ----------------------------
+
+CHUNK_LOGITS = 2**21  # logits per chunk (tokens x vocabulary): 8 MB in fp32, about what stays in a CPU's cache
+
+
+def chunk_tokens(vocab_size: int) -> int:
+    """Tokens per chunk of `ChunkedLinearCrossEntropy` for a head of ``vocab_size`` outputs."""
+    return max(16, CHUNK_LOGITS // vocab_size)
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T (+ bias)`` against ``targets``, a chunk of tokens at a time.
+
+    ``hidden (N, d)``, ``weight (V, d)``, ``bias (V,)`` or ``None``, ``targets (N,)`` (``-100`` = not scored).
+    Returns ``(total, per_token)``: the summed nats (differentiable) and the per-token nats (``(N,)``, 0 where not
+    scored; no gradient). The matmuls run in ``dtype`` (the autocast dtype, or the inputs' own) and the softmax in
+    fp32, as the full path does under autocast.
+
+    The gradients are computed in the forward, chunk by chunk, while each chunk's softmax is at hand, and the
+    backward only scales them by the incoming gradient of ``total``: the full path's FLOPs (one matmul forward,
+    two backward), no recomputation and no ``(N, V)`` tensor. That needs ``total`` to be the only differentiable
+    output, which is why ``per_token`` has no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                dtype: torch.dtype, chunk: int, grad_hidden: bool, grad_weight: bool):
+        tokens = hidden.shape[0]
+        h, w = hidden.to(dtype), weight.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        per_token = hidden.new_empty(tokens, dtype=torch.float32)
+        d_hidden = torch.empty_like(hidden) if grad_hidden else None
+        d_weight = torch.zeros_like(weight, dtype=torch.float32) if grad_weight else None
+        d_bias = torch.zeros_like(bias, dtype=torch.float32) if grad_weight and bias is not None else None
+        for begin in range(0, tokens, chunk):
+            end = min(begin + chunk, tokens)
+            labels = targets[begin:end]
+            scored = labels != IGNORE_INDEX
+            picked = torch.where(scored, labels, 0)[:, None]  # (n, 1); any valid column where not scored
+            logits = F.linear(h[begin:end], w, b)  # (n, V) in the compute dtype
+            target_logit = logits.gather(1, picked).squeeze(1).float()
+            probs = logits.float()  # in fp32 this is ``logits`` itself, overwritten below
+            top = probs.amax(dim=1, keepdim=True)
+            probs.sub_(top).exp_()  # exp(logits - max), in place: the chunk's one fp32 buffer
+            norm = probs.sum(dim=1, keepdim=True)
+            per_token[begin:end] = torch.where(scored, (top + norm.log()).squeeze(1) - target_logit, 0.0)
+            if not (grad_hidden or grad_weight):
+                continue
+            row_weight = scored.float()[:, None]  # (n, 1): tokens not scored get no gradient
+            probs.mul_(row_weight / norm)  # softmax
+            probs.scatter_add_(1, picked, -row_weight)  # d nats / d logits = softmax - one_hot(target)
+            d_logits = probs.to(dtype)
+            if grad_hidden:
+                d_hidden[begin:end] = d_logits @ w
+            if grad_weight:
+                d_weight.add_(d_logits.T @ h[begin:end])
+                if d_bias is not None:
+                    d_bias.add_(probs.sum(dim=0))
+        ctx.save_for_backward(d_hidden, d_weight, d_bias)
+        ctx.grad_dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.mark_non_differentiable(per_token)
+        return per_token.sum(), per_token
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor, grad_per_token: torch.Tensor | None):
+        grads = [None if grad is None else (grad * grad_total).to(dtype)
+                 for grad, dtype in zip(ctx.saved_tensors, ctx.grad_dtypes, strict=True)]
+        return *grads, None, None, None, None, None
+
+
+def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                 targets: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(total, per_token)`` nats of the head ``hidden (N, d) -> (N, V)`` against ``targets (N,)`` without
+    materializing the logits (see `ChunkedLinearCrossEntropy`). Under autocast the matmuls run in the autocast
+    dtype, as ``nn.Linear`` would."""
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    grads = torch.is_grad_enabled()
+    grad_hidden = grads and hidden.requires_grad
+    grad_weight = grads and (weight.requires_grad or (bias is not None and bias.requires_grad))
+    with torch.autocast(device, enabled=False):
+        return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, dtype,
+                                               chunk or chunk_tokens(weight.shape[0]), grad_hidden, grad_weight)
+
+
+def head_and_loss(output, hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor | None,
+                  input_ids: torch.Tensor | None, vocab_size: int, shift: bool,
+                  attention_mask: torch.Tensor | None = None, num_items_in_batch: int | torch.Tensor | None = None,
+                  return_logits: bool = True):
+    """Apply ``lm_head`` to ``hidden (B, T, d)`` and fill ``output``'s logits and loss fields (`attach_loss`).
+
+    ``return_logits=False`` leaves ``output.logits`` ``None``; with labels (training) the head and the
+    cross-entropy then run together in chunks (`chunked_linear_cross_entropy`) and ``token_losses`` has no
+    gradient. A head that is not a plain ``nn.Linear`` (a PEFT LoRA layer on the head, say) runs as a module on
+    the full path, so its own forward is never bypassed."""
+    if labels is None and not return_logits:
+        output.logits = None
+        return output
+    if return_logits or type(lm_head) is not nn.Linear:
+        logits = lm_head(hidden)
+        output.logits = logits if return_logits else None
+        return attach_loss(output, logits, labels, input_ids, vocab_size, shift, attention_mask, num_items_in_batch)
+    if input_ids is not None:
+        check_labels(labels, input_ids, vocab_size)
+    targets = scored_labels(labels, shift, attention_mask)
+    if shift:  # position t predicts label t + 1; the last position predicts nothing
+        targets = torch.cat([targets[:, 1:], targets.new_full((targets.shape[0], 1), IGNORE_INDEX)], dim=1)
+    total, per_token = chunked_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), lm_head.weight,
+                                                    lm_head.bias, targets.reshape(-1))
+    per_token = per_token.view(targets.shape)
+    count = (targets != IGNORE_INDEX).sum()
+    output.logits = None
+    output.loss = total / count.clamp(min=1) if num_items_in_batch is None else total / num_items_in_batch
+    output.loss_sum, output.num_tokens = total, count
+    output.token_losses = per_token[:, :-1] if shift else per_token
     return output
 
 

@@ -44,7 +44,7 @@ from .modeling_autoencoder import TextEncoder
 from .modeling_common import (
     MemmixLMOutput,
     MemmixPreTrainedModel,
-    attach_loss,
+    head_and_loss,
 )
 from .quantization import QuantizedEmbedding, quantize_embedding, round_trip
 
@@ -147,14 +147,15 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
                 attention_mask: torch.Tensor | None = None, cache: MemmixCache | None = None,
                 use_cache: bool | None = None, logits_to_keep: int = 0, sliding_window: bool = False,
                 num_items_in_batch: int | torch.Tensor | None = None, embedding_format: str | None = None,
-                without_memories: bool = False, **kwargs) -> MemmixLMOutput:
+                without_memories: bool = False, return_logits: bool = True, **kwargs) -> MemmixLMOutput:
         """Logits ``(B, T, V)`` (and the loss with ``labels``). With ``attention_mask`` (left or right padding)
         each row gives the logits of that row run alone (left padding runs it from position 0), padding
         positions give zero logits, and the loss scores no prediction made from or of a padding position.
         ``num_items_in_batch`` (transformers' Trainer) divides the summed loss by that count instead.
         Evaluation controls: ``embedding_format`` stores the memories in that format for this call (default
         ``config.embedding_format``; ``"fp32"`` = float), ``without_memories=True`` decodes every chunk as if
-        nothing came before it (``memory_modes.py``).
+        nothing came before it (``memory_modes.py``). ``return_logits=False`` with ``labels`` (the training loop)
+        scores without full-vocabulary logits (``modeling_common.head_and_loss``): same loss, ``logits=None``.
         With ``use_cache=True`` or a ``cache`` (generation) the returned ``cache`` continues
         the sequence; a step returns logits of the new tokens, the prefill those of the last ``logits_to_keep``
         tokens (all with 0; only the last one when the prompt is longer than the model's limit)."""
@@ -172,10 +173,9 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
         hidden = zero_padding_positions(hidden, attention_mask)
         if logits_to_keep and labels is None:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        output = MemmixLMOutput(logits=logits)
-        return attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True,
-                           attention_mask=attention_mask, num_items_in_batch=num_items_in_batch)
+        return head_and_loss(MemmixLMOutput(), hidden, self.lm_head, labels, input_ids, self.config.vocab_size,
+                             shift=True, attention_mask=attention_mask, num_items_in_batch=num_items_in_batch,
+                             return_logits=return_logits)
 
     def cached_forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
                        cache: MemmixCache | None, logits_to_keep: int, sliding_window: bool) -> MemmixLMOutput:

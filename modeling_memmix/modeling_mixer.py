@@ -32,7 +32,7 @@ from .mixer_layers import build_stack
 from .modeling_common import (
     MemmixLMOutput,
     MemmixPreTrainedModel,
-    attach_loss,
+    head_and_loss,
 )
 
 MIXER_AUTO_MAP = {
@@ -128,23 +128,23 @@ class MixerForCausalLM(MixerPreTrainedModel, MemmixGenerationMixin, GenerationMi
                 inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 cache: MemmixCache | None = None, use_cache: bool | None = None, logits_to_keep: int = 0,
                 sliding_window: bool = False, num_items_in_batch: int | torch.Tensor | None = None,
-                **kwargs) -> MemmixLMOutput:
+                return_logits: bool = True, **kwargs) -> MemmixLMOutput:
         """``logits_to_keep=k > 0`` computes logits of the last ``k`` positions only (ignored with labels).
 
         With ``attention_mask`` (left or right padding) each row gives the logits of that row run alone and
         padding positions give zero logits; the loss scores no prediction made from or of a padding position.
-        ``num_items_in_batch`` (transformers' Trainer) divides the summed loss by that count instead."""
+        ``num_items_in_batch`` (transformers' Trainer) divides the summed loss by that count instead.
+        ``return_logits=False`` with ``labels`` (what the training loop passes) computes the loss without
+        full-vocabulary logits (``modeling_common.head_and_loss``): same loss and gradients, ``logits=None``."""
         outputs = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                              cache=cache, use_cache=use_cache, sliding_window=sliding_window)
         hidden = outputs.last_hidden_state
         if logits_to_keep and labels is None:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        output = MemmixLMOutput(logits=logits, cache=getattr(outputs, "cache", None))
-        attach_loss(output, logits, labels, input_ids, self.config.vocab_size, shift=True,
-                    attention_mask=None if cache is not None else attention_mask,
-                    num_items_in_batch=num_items_in_batch)
-        return output
+        output = MemmixLMOutput(cache=getattr(outputs, "cache", None))
+        return head_and_loss(output, hidden, self.lm_head, labels, input_ids, self.config.vocab_size, shift=True,
+                             attention_mask=None if cache is not None else attention_mask,
+                             num_items_in_batch=num_items_in_batch, return_logits=return_logits)
 
 
 MixerConfig.register_for_auto_class()
