@@ -118,9 +118,15 @@ class MaskedTokenMixing(nn.Module):
         batch, length, channels = past.shape[0], past.shape[-2], past.shape[-1]
         new = weight.shape[-3]
         groups = (self.heads or 1) * (batch if per_row else 1)
-        mixed = F.conv1d(past.reshape(1 if per_row else batch, -1, channels),
-                         weight.reshape(groups * new, length, self.kernel_size), flat_bias(bias),
-                         padding="same", groups=groups)
+        values = past.reshape(1 if per_row else batch, -1, channels)
+        if self.kernel_size % 2 == 0:
+            # padding="same" with an even kernel pads (k-1)//2 zeros on the left and one more on the right; torch
+            # does exactly this pad itself (and warns about the copy on every first call): doing it here gives the
+            # same ops and numbers without the warning. The copy is one (B, t, c + 1) tensor, well under 1 % of
+            # the conv's time (benchmarks/RESULTS_training.md).
+            values = F.pad(values, (0, 1))
+        mixed = F.conv1d(values, weight.reshape(groups * new, length, self.kernel_size), flat_bias(bias),
+                         padding=(self.kernel_size - 1) // 2, groups=groups)
         return mixed.view(*past.shape[:-2], new, channels)
 
     def masked_rows(self, rows: int | torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
