@@ -48,11 +48,22 @@ TRANSFORMER_BLOCK_LINEARS = (
 
 @dataclass(frozen=True)
 class StackScope:
-    """One stack of blocks to adapt: where it sits in the model, its block type and depth."""
+    """One stack of blocks to adapt: where it sits in the model, its block type and depth, and (for error
+    messages) the config field that sets its mixing kernel and that kernel."""
 
     prefix: str
     block_type: str
     depth: int
+    kernel_field: str = "mixer_kernel_size"
+    kernel_size: int = 1
+
+
+def _stack_scope(config, prefix: str, block_type: str, depth: int, stack: str | None = None) -> StackScope:
+    """The scope of a stack whose mixing setting is ``config``'s for ``stack`` (its own ``{stack}_mixer_kernel_size``
+    when set, else the shared ``mixer_kernel_size``)."""
+    own = getattr(config, f"{stack}_mixer_kernel_size", None) if stack else None
+    field = f"{stack}_mixer_kernel_size" if own is not None else "mixer_kernel_size"
+    return StackScope(prefix, block_type, depth, field, getattr(config, field))
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,10 @@ def _check_mixing_adaptable(config, scope: AdapterScope) -> None:
             "adapt_mixing=True, but no adapted stack is a mixer stack (all are 'transformer' blocks), so there "
             "are no mixing weights to adapt"
         )
-    if config.mixer_kernel_size > 1:
+    conv = next((stack for stack in scope.stacks if stack.block_type == "mixer" and stack.kernel_size > 1), None)
+    if conv is not None:
         raise ValueError(
-            f"adapt_mixing=True is not supported with mixer_kernel_size={config.mixer_kernel_size}: the conv "
+            f"adapt_mixing=True is not supported with {conv.kernel_field}={conv.kernel_size}: the conv "
             "mixing weight (n_ctx, n_ctx, k) would be read by PEFT 0.21 as n_ctx experts of shape (n_ctx, k), "
             "giving more adapter parameters than the weight has, and the headed conv weight is 4-D, which PEFT "
             "refuses. Use adapt_mixing=False (the per-token layers are still adapted)."
@@ -119,6 +131,8 @@ def _bottleneck_linears(config) -> tuple[str, ...]:
     names = []
     if config.embedding_dim != config.hidden_size:
         names.append("encoder.down")
+        if getattr(config, "unroll_source", "embedding") == "projected":
+            names.append("bottleneck_up")
     if config.decoder_input == "unroll" or config.embedding_dim != config.decoder_hidden_size:
         names.append("up")
     return tuple(names)
@@ -127,7 +141,9 @@ def _bottleneck_linears(config) -> tuple[str, ...]:
 def _memory_extra_linears(config, include_encoder: bool) -> tuple[str, ...]:
     """The memory model's projections that exist for this config (``memory_proj``, ``recurrent_proj``, ...)."""
     if config.memory_mode == "recurrent":
-        return ("recurrent_proj",)
+        return ("recurrent_proj",) if getattr(config, "recurrent_style", "projected") == "projected" else ()
+    if config.memory_mode == "none":  # no encoder, so no projection of its memories
+        return ()
     memory_width = config.memory_concat_dim if config.combine == "concat" else config.hidden_size
     names = []
     if config.memory_dim != memory_width:
@@ -138,10 +154,10 @@ def _memory_extra_linears(config, include_encoder: bool) -> tuple[str, ...]:
 
 
 def _memory_scope(config, include_encoder: bool) -> AdapterScope:
-    stacks = [StackScope("decoder", config.decoder_type, config.num_hidden_layers)]
-    has_encoder = config.memory_mode != "recurrent"
+    stacks = [_stack_scope(config, "decoder", config.decoder_type, config.num_hidden_layers, "decoder")]
+    has_encoder = config.memory_mode in ("past", "oracle")  # "recurrent" and "none" have no encoder
     if include_encoder and has_encoder:
-        stacks.append(StackScope("encoder.stack", config.encoder_type, config.encoder_layers))
+        stacks.append(_stack_scope(config, "encoder.stack", config.encoder_type, config.encoder_layers, "encoder"))
     extras = _memory_extra_linears(config, include_encoder and has_encoder)
     return AdapterScope(tuple(stacks), extras, "CAUSAL_LM")
 
@@ -150,12 +166,12 @@ def _family_scope(config, family: Family) -> AdapterScope:
     """What `recommended_lora_config` adapts in each family."""
     if family.name == "mixer":
         return AdapterScope(
-            (StackScope("model.stack", config.block_type, config.num_hidden_layers),), (), "CAUSAL_LM"
+            (_stack_scope(config, "model.stack", config.block_type, config.num_hidden_layers),), (), "CAUSAL_LM"
         )
     if family.name == "autoencoder":
         stacks = (
-            StackScope("encoder.stack", config.encoder_type, config.encoder_layers),
-            StackScope("decoder", config.decoder_type, config.decoder_layers),
+            _stack_scope(config, "encoder.stack", config.encoder_type, config.encoder_layers, "encoder"),
+            _stack_scope(config, "decoder", config.decoder_type, config.decoder_layers, "decoder"),
         )
         return AdapterScope(stacks, _bottleneck_linears(config), None)
     # memory model: a frozen encoder runs without gradients, so adapters there would never train
