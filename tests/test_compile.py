@@ -29,6 +29,12 @@ CASES = {
     "memory_oracle_int8": lambda: (MemoryMixerForCausalLM(memory_config("oracle_token", embedding_format="int8")), 40),
     "autoencoder_bottleneck_int8_qat": lambda: (MixerAutoencoder(autoencoder_config(
         "bottleneck", embedding_format="int8", embedding_noise="int8", embedding_noise_position="pre_bottleneck")), 16),
+    # the seed's options (issue 12)
+    "autoencoder_unroll_projected_noise_scale": lambda: (MixerAutoencoder(autoencoder_config(
+        "unroll_projected", embedding_noise_scale=0.125, encoder_mixer_kernel_size=3)), 16),
+    "memory_recurrent_seed": lambda: (MemoryMixerForCausalLM(memory_config("recurrent_seed")), 40),
+    "memory_none": lambda: (MemoryMixerForCausalLM(memory_config("none_variable")), 40),
+    "memory_per_stack_mixing": lambda: (MemoryMixerForCausalLM(memory_config("past_per_stack_mixing")), 40),
 }
 
 

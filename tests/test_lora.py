@@ -34,7 +34,8 @@ from modeling_memmix import (
 )
 
 # mixing weights are adaptable (and recommended with adapt_mixing=True) only for kernel size 1 mixer stacks
-ADAPTS_MIXING = {"flat": True, "heads": True, "kernel3": False, "heads_kernel3": False, "transformer": False}
+ADAPTS_MIXING = {"flat": True, "heads": True, "kernel3": False, "heads_kernel3": False, "transformer": False,
+                 "pytorch_init": True}
 
 
 # ----- helpers ------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from modeling_memmix import MemoryMixerForCausalLM, MixerAutoencoder, MixerAutoe
 
 PAD_ID = 0
 MEMORY_PADDING_VARIANTS = ("past_fixed", "past_variable", "past_concat", "past_transformer_decoder", "recurrent",
-                           "oracle_token", "oracle_sum")
+                           "recurrent_seed", "none_fixed", "oracle_token", "oracle_sum")
 CAUSAL_MEMORY_VARIANTS = tuple(name for name in MEMORY_PADDING_VARIANTS if not name.startswith("oracle"))
 
 

@@ -50,6 +50,14 @@ def mixing_settings(draw, width: int) -> dict:
 
 
 @st.composite
+def stack_mixing(draw, stack: str, width: int) -> dict:
+    """Often nothing (the stack takes the shared setting), else the stack's own mixing setting."""
+    if draw(st.booleans()):
+        return {}
+    return {f"{stack}_{name}": value for name, value in draw(mixing_settings(width)).items()}
+
+
+@st.composite
 def core_settings(draw) -> dict:
     width = draw(st.sampled_from([16, 32]))
     return {"vocab_size": VOCAB, "hidden_size": width, "num_hidden_layers": draw(st.integers(1, 2)),
@@ -64,15 +72,19 @@ def mixer_configs(draw) -> MixerConfig:
 @st.composite
 def memory_configs(draw, causal_only: bool = False) -> MemoryMixerConfig:
     core = draw(core_settings())
-    modes = ["past", "recurrent"] if causal_only else ["past", "recurrent", "oracle"]
+    modes = ["past", "recurrent", "none"] if causal_only else ["past", "recurrent", "none", "oracle"]
     mode = draw(st.sampled_from(modes))
     combine = draw(st.sampled_from(["token", "token", "concat", "sum"]))
-    max_memories = 1 if mode == "past" and combine != "token" else draw(st.integers(1, 3))
+    max_memories = 1 if mode in ("past", "none") and combine != "token" else draw(st.integers(1, 3))
+    recurrent_style = "projected"
+    if mode == "recurrent" and combine == "token":
+        recurrent_style = draw(st.sampled_from(["projected", "seed"]))
     encoder_width = draw(st.sampled_from([core["hidden_size"], 16]))
     if core["mixer_heads"] and encoder_width % core["mixer_heads"]:
         encoder_width = core["hidden_size"]
     return MemoryMixerConfig(
-        **core, memory_mode=mode, combine=combine, max_memories=max_memories,
+        **core, memory_mode=mode, combine=combine, max_memories=max_memories, recurrent_style=recurrent_style,
+        **draw(stack_mixing("encoder", encoder_width)), **draw(stack_mixing("decoder", core["hidden_size"])),
         memory_positions=draw(st.sampled_from(["fixed", "variable"])), encoder_hidden_size=encoder_width,
         memory_dim=draw(st.sampled_from([None, 8])), encoder_type=draw(st.sampled_from(["mixer", "transformer"])),
         decoder_type=draw(st.sampled_from(["mixer", "mixer", "transformer"])),
@@ -84,10 +96,13 @@ def autoencoder_configs(draw) -> MixerAutoencoderConfig:
     core = draw(core_settings())
     embedding_dim = draw(st.sampled_from([None, 8]))
     decoder_type = draw(st.sampled_from(["mixer", "transformer"]))
+    decoder_input = draw(st.sampled_from(["repeat", "unroll"]))
+    unroll_source = draw(st.sampled_from(["embedding", "projected"])) if decoder_input == "unroll" else "embedding"
     return MixerAutoencoderConfig(
-        **core, embedding_dim=embedding_dim, decoder_input=draw(st.sampled_from(["repeat", "unroll"])),
+        **core, embedding_dim=embedding_dim, decoder_input=decoder_input, unroll_source=unroll_source,
         encoder_type=draw(st.sampled_from(["mixer", "transformer"])), decoder_type=decoder_type,
         encoder_causal=draw(st.booleans()), decoder_causal=draw(st.booleans()),
+        **draw(stack_mixing("encoder", core["hidden_size"])), **draw(stack_mixing("decoder", core["hidden_size"])),
     )
 
 
@@ -227,13 +242,15 @@ CONFIG_CLASSES = {"mixer": MixerConfig, "autoencoder": MixerAutoencoderConfig, "
 POSITIVE_FIELDS = {
     "mixer": ["vocab_size", "hidden_size", "num_hidden_layers", "n_ctx", "intermediate_size", "mixer_kernel_size",
               "num_attention_heads"],
-    "autoencoder": ["encoder_layers", "decoder_layers", "embedding_dim", "decoder_hidden_size", "unroll_window"],
-    "memory": ["max_memories", "encoder_hidden_size", "encoder_layers", "memory_dim"],
+    "autoencoder": ["encoder_layers", "decoder_layers", "embedding_dim", "decoder_hidden_size", "unroll_window",
+                    "encoder_mixer_kernel_size", "decoder_mixer_kernel_size"],
+    "memory": ["max_memories", "encoder_hidden_size", "encoder_layers", "memory_dim", "encoder_mixer_kernel_size",
+               "decoder_mixer_kernel_size"],
 }
 CHOICE_FIELDS = {
-    "mixer": ["block_type", "embedding_quantization", "embedding_noise", "embedding_noise_position"],
-    "autoencoder": ["encoder_type", "decoder_type", "decoder_input"],
-    "memory": ["memory_mode", "combine", "memory_positions", "encoder_type", "decoder_type"],
+    "mixer": ["block_type", "embedding_quantization", "embedding_noise", "embedding_noise_position", "init_style"],
+    "autoencoder": ["encoder_type", "decoder_type", "decoder_input", "unroll_source"],
+    "memory": ["memory_mode", "combine", "memory_positions", "encoder_type", "decoder_type", "recurrent_style"],
 }
 VALID = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, n_ctx=8, num_attention_heads=4)
 

@@ -18,6 +18,7 @@ MIXER_VARIANTS = {
     "kernel3": {"mixer_kernel_size": 3},
     "heads_kernel3": {"mixer_heads": 4, "mixer_kernel_size": 3},
     "transformer": {"block_type": "transformer"},
+    "pytorch_init": {"init_style": "pytorch"},
 }
 
 AUTOENCODER_VARIANTS = {
@@ -30,6 +31,12 @@ AUTOENCODER_VARIANTS = {
     "transformer_encoder": {"encoder_type": "transformer"},
     "transformer_both_unmasked": {"encoder_type": "transformer", "decoder_type": "transformer",
                                   "encoder_causal": False, "decoder_causal": False},
+    # the seed's options (issue 12): unroll over the up-projected vector, per-stack mixing, fixed-step QAT noise,
+    # PyTorch's default init
+    "unroll_projected": {"decoder_input": "unroll", "unroll_source": "projected", "embedding_dim": 8},
+    "per_stack_mixing": {"encoder_mixer_kernel_size": 3, "decoder_mixer_heads": 4},
+    "noise_scale": {"embedding_dim": 8, "embedding_noise_scale": 0.125},
+    "pytorch_init": {"init_style": "pytorch"},
 }
 
 MEMORY_VARIANTS = {
@@ -47,6 +54,13 @@ MEMORY_VARIANTS = {
     "oracle_sum": {"memory_mode": "oracle", "combine": "sum"},
     "recurrent": {"memory_mode": "recurrent"},
     "recurrent_sum": {"memory_mode": "recurrent", "combine": "sum"},
+    # the seed's options (issue 12)
+    "recurrent_seed": {"memory_mode": "recurrent", "recurrent_style": "seed"},
+    "none_fixed": {"memory_mode": "none"},
+    "none_variable": {"memory_mode": "none", "memory_positions": "variable"},
+    "past_per_stack_mixing": {"encoder_mixer_kernel_size": 3, "decoder_mixer_heads": 4},
+    "past_noise_scale": {"memory_dim": 8, "embedding_noise_scale": 0.125},
+    "past_pytorch_init": {"init_style": "pytorch"},
 }
 
 
@@ -70,6 +84,10 @@ CACHED_MEMORY_VARIANTS = {
     "heads_conv3": {"mixer_heads": 4, "mixer_kernel_size": 3},
     "transformer_encoder_bottleneck": {"encoder_type": "transformer", "memory_dim": 16},
     "transformer_decoder": {"decoder_type": "transformer"},
+    "recurrent_seed": {"memory_mode": "recurrent", "recurrent_style": "seed"},
+    "none": {"memory_mode": "none"},
+    "none_variable": {"memory_mode": "none", "memory_positions": "variable"},
+    "per_stack_conv2_decoder": {"decoder_mixer_heads": 4, "decoder_mixer_kernel_size": 2},
 }
 
 
