@@ -31,7 +31,8 @@ lifts the limit:
   row, re-read at positions ``0 ..`` (one full-window forward every ``n_ctx / 2`` tokens, so the cost per
   token stays bounded; the model never sees more than ``n_ctx`` tokens);
 * memory model, ``memory_mode="past"``: past ``max_memories`` the oldest memory is dropped (the slots hold
-  the newest ``max_memories`` chunk embeddings); ``"recurrent"`` has no memory limit at all.
+  the newest ``max_memories`` chunk embeddings); ``"recurrent"`` and ``"none"`` (which reads no memories) have
+  no memory limit at all.
 
 The memory model with ``memory_mode="oracle"`` cannot generate: each chunk reads an embedding of itself,
 which does not exist before its tokens do.
