@@ -36,6 +36,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 RESUME_WORDS = ("auto", "never")
 POSITIVE_INTEGERS = ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "save_every",
                      "keep_checkpoints")
+OPTIMIZER_IMPLS = ("fused", "foreach", "for_loop")
 LORA_SWITCHES = ("lora_adapt_mixing", "lora_decoder_only", "lora_merge")
 
 
@@ -93,6 +94,8 @@ class TrainConfig:
     debug_nan_at_step: int | None = None  # test hook: make the loss NaN at this step
     compile: bool = False  # torch.compile(fullgraph=True) the model's forward (and so its backward)
     compile_backend: str = "inductor"  # torch.compile backend (e.g. "aot_eager" to check tracing without codegen)
+    optimizer_impl: str = "fused"  # AdamW implementation: fused | foreach | for_loop (benchmarks/RESULTS_training.md)
+    chunked_loss: bool = True  # LM head + cross-entropy in chunks, no full-vocabulary logits (return_logits=False)
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -105,8 +108,11 @@ class TrainConfig:
             raise ValueError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ValueError(f"train.lr={self.lr!r} must be a positive number")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"train.compile={self.compile!r} must be true or false")
+        for name in ("compile", "chunked_loss"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"train.{name}={getattr(self, name)!r} must be true or false")
+        if self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise ValueError(f"train.optimizer_impl={self.optimizer_impl!r}; choose one of {list(OPTIMIZER_IMPLS)}")
         if self.compile:
             import torch._dynamo
 

@@ -23,7 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from .batches import WindowBatches
 from .checkpointing import latest_checkpoint
-from .config import TrainConfig
+from .config import OPTIMIZER_IMPLS, TrainConfig
 from .metrics_log import MetricsLog
 
 
@@ -40,13 +40,25 @@ class Progress:
     train_windows_seen: int = 0
 
 
+def optimizer_impl_flags(impl: str) -> dict[str, bool]:
+    """``torch.optim.AdamW`` keyword arguments of ``train.optimizer_impl``.
+
+    ``fused`` (the default) runs the whole update as one kernel per parameter group, on CPU as on CUDA: 3-5x less
+    optimizer time than torch's CPU default, the per-tensor ``for_loop`` (benchmarks/RESULTS_training.md);
+    ``foreach`` batches tensors per op (torch's CUDA default)."""
+    if impl not in OPTIMIZER_IMPLS:
+        raise ValueError(f"optimizer_impl={impl!r}; choose one of {list(OPTIMIZER_IMPLS)}")
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[impl]
+
+
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; no weight decay on biases and norm weights (1-D tensors)."""
+    """AdamW (``train.optimizer_impl``) over trainable parameters; no weight decay on biases and norm weights
+    (1-D tensors)."""
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     decay = [p for _, p in trainable if p.dim() >= 2]
     no_decay = [p for _, p in trainable if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), **optimizer_impl_flags(train.optimizer_impl))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
@@ -55,17 +67,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
 
 
 def train_step(model, optimizer, scheduler, micro_batches: Sequence[dict[str, torch.Tensor]],
-               accelerator: Accelerator, grad_clip: float | None, poison: bool = False) -> tuple[float, float | None]:
+               accelerator: Accelerator, grad_clip: float | None, poison: bool = False,
+               chunked_loss: bool = True) -> tuple[float, float | None]:
     """One optimizer step over ``micro_batches`` (gradient accumulation: gradients synchronize on the last one);
     returns (mean loss over micro-batches and processes, grad norm or None). A non-finite loss takes no step.
-    ``poison`` makes the loss NaN (the test hook ``train.debug_nan_at_step``)."""
+    ``poison`` makes the loss NaN (the test hook ``train.debug_nan_at_step``). ``chunked_loss`` asks the model
+    for the loss only (``return_logits=False``: no full-vocabulary logits, see ``modeling_common.head_and_loss``);
+    models whose forward lacks that flag need ``chunked_loss=False``."""
+    extra = {"return_logits": False} if chunked_loss else {}
     accum = len(micro_batches)
     losses = []
     for index, batch in enumerate(micro_batches):
         sync = nullcontext() if index == accum - 1 else accelerator.no_sync(model)
         with sync:
             output = model(input_ids=batch["input_ids"].to(accelerator.device),
-                           labels=batch["labels"].to(accelerator.device))
+                           labels=batch["labels"].to(accelerator.device), **extra)
             loss = output.loss
             if poison:
                 loss = loss * float("nan")
@@ -122,7 +138,7 @@ def run_loop(model, optimizer, scheduler, batches: WindowBatches, accelerator: A
         step = progress.step + 1
         micro_batches = [batches.batch(progress.micro_step + index) for index in range(train.grad_accum)]
         loss, grad_norm = train_step(model, optimizer, scheduler, micro_batches, accelerator, train.grad_clip,
-                                     poison=train.debug_nan_at_step == step)
+                                     poison=train.debug_nan_at_step == step, chunked_loss=train.chunked_loss)
         check_finite(loss, step, output_dir, train.lr)
         progress.step, progress.micro_step = step, progress.micro_step + train.grad_accum
         progress.train_windows_seen += windows_per_step
