@@ -178,10 +178,11 @@ BUILDERS: dict[str, Callable[[Setting], nn.Module]] = {"mixer": build_mixer, "ll
 
 
 def loss_function(name: str, model: nn.Module, chunked: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``ids -> loss`` of one model: the model's own loss from full logits, or the chunked head + loss."""
+    """``ids -> loss`` of one model (``name`` "llama", or any memmix family): the model's own loss from full
+    logits, or the chunked head + loss."""
     if not chunked:
         return lambda ids: model(input_ids=ids, labels=ids).loss
-    if name == "mixer":
+    if name != "llama":
         return lambda ids: model(input_ids=ids, labels=ids, return_logits=False).loss
 
     def llama_chunked(ids: torch.Tensor) -> torch.Tensor:  # the same head + loss function on Llama's hidden states
