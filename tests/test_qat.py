@@ -375,22 +375,22 @@ def test_qat_table_command_on_two_saved_models(tokenizer, tmp_path, capsys):
 
 
 def test_qat_int4_noise_makes_int4_storage_cheaper_and_int8_costs_under_a_tenth_of_a_percent(tmp_path):
-    """Fast version of benchmarks/qat_experiment.py (seed 0, 800 steps of a 64-wide autoencoder, ~20 s).
+    """Fast version of benchmarks/findings/f8_qat_int8.py (seed 0, 800 steps of a 64-wide autoencoder, ~20 s).
 
-    Asserted: the direction for int4 (QAT gap < plain gap held in 5 of 5 seeds, see benchmarks/RESULTS_qat.md)
-    and the seed's "< 0.1 % loss increase" for int8 with and without QAT. NOT asserted: that int8 QAT beats
-    plain int8 — at this scale both int8 gaps are ~1e-5 nats/token, inside run-to-run noise (QAT smaller in
-    only some seeds).
+    Asserted: the direction for int4 (QAT gap < plain gap held in 5 of 5 seeds, see benchmarks/RESULTS_qat.md and
+    docs/findings/f8_qat_int8.md) and the seed's "< 0.1 % loss increase" for int8 with and without QAT. NOT
+    asserted: that int8 QAT beats plain int8 — at this scale both int8 gaps are ~1e-5 nats/token, inside
+    run-to-run noise (QAT smaller in only some seeds).
     """
     import sys
 
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import qat_experiment
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks" / "findings"))
+    import f8_qat_int8
 
-    args = qat_experiment.build_parser().parse_args(
-        ["--seeds", "0", "--qat_formats", "int4", "--eval_windows", "256", "--work_dir", str(tmp_path)])
-    tokenizer, windows = qat_experiment.prepare_data(args)
-    results = qat_experiment.run_seed(args, 0, tokenizer, windows)
+    args = f8_qat_int8.build_parser().parse_args(
+        ["--seeds", "0", "--qat_formats", "int4", "--no-seed_noise", "--eval_windows", "256",
+         "--work_dir", str(tmp_path)])
+    results = f8_qat_int8.run_seed(args, 0, f8_qat_int8.prepare_data(args))
     plain, noisy = (format_results(results[label]) for label in ("no QAT", "QAT int4"))
     assert plain["fp32"]["cross_entropy"] < 4.0  # left the unigram plateau (~4.4): the embedding carries text
     assert loss_increase(plain, "int4") > 0

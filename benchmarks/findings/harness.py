@@ -264,6 +264,59 @@ def plot_band(ax, xs: Sequence[float], per_seed: Sequence[Sequence[float]], labe
                         color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def attention_heads(width: int) -> int:
+    """Llama heads for a transformer of ``width`` (head size 32 up to 16 heads, then wider heads)."""
+    heads = max(1, min(16, width // 32))
+    while width % heads:
+        heads -= 1
+    return heads
+
+
+def add_run_arguments(parser, presets: dict[str, dict], seeds: Sequence[int] = (0, 1, 2)) -> None:
+    """The flags every findings script shares, and one flag per setting of ``presets``.
+
+    ``--size`` picks a preset (the first is the default); every key of the presets becomes a flag
+    (``--hidden_size 128``) whose type follows the first preset's value and which overrides the preset's value
+    when given (`resolve_presets`). Shared: ``--seeds``, ``--threads`` (1: the machine is shared), ``--device``
+    (``cuda`` for the GPU runs), ``--bf16`` (autocast), ``--out_dir`` (findings) and ``--work_dir`` (caches).
+    """
+    import argparse
+
+    first = next(iter(presets.values()))
+    parser.add_argument("--size", choices=list(presets), default=next(iter(presets)),
+                        help="preset of sizes and schedule; any flag below overrides its value")
+    for key, value in first.items():
+        if key == "bf16":  # the shared --bf16 below reads the preset's value
+            continue
+        if isinstance(value, bool):
+            parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(value, (list, tuple)):
+            parser.add_argument(f"--{key}", type=type(value[0]), nargs="+", default=None)
+        elif value is None:
+            parser.add_argument(f"--{key}", default=None)
+        else:
+            parser.add_argument(f"--{key}", type=type(value), default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: the CPU machine is shared; more threads on busy cores run slower)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast in training (default: the preset's)")
+    parser.add_argument("--out_dir", default=str(FINDINGS_DIR), help="where the .md/.json/.png go")
+    parser.add_argument("--work_dir", default=str(WORK_DIR), help="tokenizer and window caches")
+
+
+def resolve_presets(args, presets: dict[str, dict]):
+    """Fill every setting left unset on the command line from the chosen preset (``args.size``); returns ``args``."""
+    for key, value in presets[args.size].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if getattr(args, "bf16", None) is None:
+        args.bf16 = bool(presets[args.size].get("bf16", False))
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def command_line(script: str, argv: Sequence[str] | None) -> str:
     import sys
     args = list(argv) if argv is not None else sys.argv[1:]
