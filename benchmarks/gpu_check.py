@@ -153,11 +153,11 @@ def time_training(name: str, width: int, mode: str, sizes: Sizes, device: torch.
                   peak_rate: float) -> TrainResult:
     """Build one model on ``device``, train ``warmup`` + ``timed`` steps in bf16 autocast, report the timed ones."""
     setting = Setting(width, sizes.depth, sizes.n_ctx, sizes.batch)
-    sampler = reset_peak(device)
     torch.manual_seed(0)
     model = BUILDERS[name](setting).to(device).train()
     batch = torch.randint(0, model.config.vocab_size, (sizes.batch, sizes.n_ctx), device=device)
-    flops = count_flops(model, batch)
+    flops = count_flops(model, batch)  # an fp32 pass: measured before the peak-memory window opens
+    sampler = reset_peak(device)  # the peak counts from here: weights, then gradients, optimizer state, activations
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **optimizer_impl_flags("fused"))
     compute_loss = loss_function(name, model, chunked=mode != "eager, full logits")
     note = ""

@@ -119,12 +119,15 @@ def attach_loss(output, logits: torch.Tensor, labels: torch.Tensor | None, input
 
 # ----- LM head and cross-entropy in chunks (training without full-vocabulary logits) ----------------------------
 
-CHUNK_LOGITS = 2**21  # logits per chunk (tokens x vocabulary): 8 MB in fp32, about what stays in a CPU's cache
+# logits per chunk (tokens x vocabulary). CPU: 8 MB in fp32, about what stays in its caches (the fastest size in
+# benchmarks/RESULTS_training.md); accelerators: 128 MB, few enough chunks that kernel launches stay negligible.
+CHUNK_LOGITS = {"cpu": 2**21}
+CHUNK_LOGITS_ACCELERATOR = 2**25
 
 
-def chunk_tokens(vocab_size: int) -> int:
-    """Tokens per chunk of `ChunkedLinearCrossEntropy` for a head of ``vocab_size`` outputs."""
-    return max(16, CHUNK_LOGITS // vocab_size)
+def chunk_tokens(vocab_size: int, device_type: str = "cpu") -> int:
+    """Tokens per chunk of `ChunkedLinearCrossEntropy` for a head of ``vocab_size`` outputs on ``device_type``."""
+    return max(16, CHUNK_LOGITS.get(device_type, CHUNK_LOGITS_ACCELERATOR) // vocab_size)
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -199,7 +202,7 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bia
     grad_weight = grads and (weight.requires_grad or (bias is not None and bias.requires_grad))
     with torch.autocast(device, enabled=False):
         return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, dtype,
-                                               chunk or chunk_tokens(weight.shape[0]), grad_hidden, grad_weight)
+                                               chunk or chunk_tokens(weight.shape[0], device), grad_hidden, grad_weight)
 
 
 def head_and_loss(output, hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor | None,
