@@ -71,6 +71,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; the run saves, evaluates and exports when it is spent
     stop_after_steps: int | None = None  # stop this invocation after N steps (checkpoint kept); schedule unchanged
     grad_clip: float | None = 1.0  # max gradient norm; None or 0 disables clipping
+    random_offsets: bool = False  # each training window starts at a random offset in the token stream (more windows)
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
     cpu: bool = False  # force CPU even when a GPU is present
     eval_every: int = 50
@@ -108,7 +109,7 @@ class TrainConfig:
             raise ValueError(f"train.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ValueError(f"train.lr={self.lr!r} must be a positive number")
-        for name in ("compile", "chunked_loss"):
+        for name in ("compile", "chunked_loss", "random_offsets"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}={getattr(self, name)!r} must be true or false")
         if self.optimizer_impl not in OPTIMIZER_IMPLS:

@@ -31,6 +31,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 from memmix_data import load_or_build_windows, token_byte_lengths
 from memmix_hub import HubUnreachableError
 from memmix_train import checkpointing
+from memmix_train.batches import WindowBatches
 from memmix_train.checkpointing import complete_checkpoints, latest_checkpoint
 from memmix_train.config import apply_overrides, load_preset, resolve_config
 from memmix_train.export import push_folder_to_hub
@@ -290,3 +291,31 @@ def test_resume_refuses_a_checkpoint_of_another_model(shared, tmp_path):
     run_training(tiny_config(shared, tmp_path, model={"hidden_size": 64}, resume="never", max_steps=2,
                              eval_every=2, save_every=2))
     assert latest_checkpoint(tmp_path).name == "step_000002"
+
+
+def test_random_offsets_deal_shifted_windows_of_the_stream_alike_on_any_number_of_processes(shared):
+    """Every shifted window is a contiguous slice of the packed stream; two processes with batch B see exactly what
+    one process with batch 2B sees; the same step gives the same batch (resume); fixed windows stay the default."""
+    tokenizer = AutoTokenizer.from_pretrained(shared["tokenizer"])
+    windows = load_or_build_windows("builtin", tokenizer, window=16, split="train", cache_dir=shared["cache_dir"],
+                                    validation_fraction=0.1, max_documents=150)
+    stream = windows.input_ids.reshape(-1)
+    one = WindowBatches(windows, 8, 0, 1, seed=3, random_offsets=True)
+    halves = [WindowBatches(windows, 4, rank, 2, seed=3, random_offsets=True) for rank in (0, 1)]
+    shifted = 0
+    for step in range(5):
+        batch = one.batch(step)
+        assert torch.equal(batch["input_ids"], torch.cat([half.batch(step)["input_ids"] for half in halves]))
+        assert torch.equal(batch["input_ids"], one.batch(step)["input_ids"]) and torch.equal(batch["labels"],
+                                                                                             batch["input_ids"])
+        fixed = WindowBatches(windows, 8, 0, 1, seed=3).batch(step)["input_ids"]
+        for row, fixed_row in zip(batch["input_ids"], fixed):
+            starts = [s for s in range(stream.numel() - 15) if torch.equal(stream[s : s + 16], row)]
+            assert starts, "a shifted window must be a slice of the token stream"
+            shifted += not torch.equal(row, fixed_row)
+    assert shifted > 30  # almost every window moved (offset 0 is one chance in 16)
+    padded = load_or_build_windows("builtin", tokenizer, window=16, split="train", cache_dir=shared["cache_dir"],
+                                   validation_fraction=0.1, max_documents=150)
+    padded.num_tokens[-1] = 5
+    with pytest.raises(ValueError, match="full packed windows"):
+        WindowBatches(padded, 8, 0, 1, seed=3, random_offsets=True)
