@@ -34,18 +34,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def escape(text: str) -> str:
+    """Text safe inside one Markdown table cell (newlines shown as ⏎, pipes escaped)."""
+    return text.replace("|", "\\|").replace("\r", "").replace("\n", "⏎")
+
+
 def cell(text: str) -> str:
-    """Window text as one Markdown table cell (newlines and pipes escaped)."""
-    return text.replace("|", "\\|").replace("\r", "").replace("\n", "⏎").strip() or " "
+    return escape(text).strip() or " "
 
 
 def marked_output(tokenizer, predicted: list[int], target: list[int]) -> str:
-    """The regenerated text with every wrong token in bold."""
+    """The regenerated text with every wrong token in bold (its leading space kept outside the bold marks, so
+    Markdown renders it; a wrong token that is only whitespace shows as a bold ␣)."""
     pieces = []
     for guess, truth in zip(predicted, target):
-        text = cell(tokenizer.decode([guess]))
-        pieces.append(text if guess == truth else f"**{text}**")
-    return "".join(pieces)
+        text = escape(tokenizer.decode([guess]))
+        if guess == truth:
+            pieces.append(text)
+            continue
+        core = text.lstrip(" ")
+        pieces.append(f"{text[: len(text) - len(core)]}**{core.rstrip(' ') or '␣'}**")
+    return "".join(pieces).strip()
 
 
 def regeneration_table(model, tokenizer, windows: torch.Tensor, embedding_format: str | None) -> tuple[str, float]:
