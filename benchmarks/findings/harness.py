@@ -321,3 +321,51 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
     import sys
     args = list(argv) if argv is not None else sys.argv[1:]
     return " ".join(["python", script, *args])
+
+
+# ----- autoencoder runs, spikes and effect tables (F1-F4, F9) ---------------------------------------------------
+
+
+def train_autoencoder(config, data: Data, schedule: Schedule, seed: int, eval_windows: int | None = None,
+                      evaluate: Callable[[torch.nn.Module], dict] | None = None):
+    """A `MixerAutoencoder` built from ``config`` after ``torch.manual_seed(seed)``, trained with `train_model`
+    (batches seeded by ``seed``) and scored on the first ``eval_windows`` held-out windows; returns
+    ``(model, run, autoencoder_scores)`` (the model in eval mode, on ``schedule.device``)."""
+    from modeling_memmix import MixerAutoencoder
+
+    torch.manual_seed(seed)
+    model = MixerAutoencoder(config).to(schedule.device)
+    run = train_model(model, data.train_ids, schedule, seed, evaluate=evaluate)
+    return model, run, autoencoder_scores(model, data.val_ids[:eval_windows])
+
+
+def unigram_baseline(data: Data) -> dict:
+    """Scores of a model that ignores its input and predicts the training split's token frequencies (add-one
+    smoothed) at every position: held-out CE, accuracy of always guessing the most frequent token, and I_e."""
+    counts = torch.bincount(data.train_ids.flatten(), minlength=data.vocab_size).double() + 1
+    log_probs = (counts / counts.sum()).log()
+    ce = float(-log_probs[data.val_ids.flatten()].mean())
+    accuracy = float((data.val_ids == int(counts.argmax())).double().mean())
+    return {"ce": ce, "accuracy": accuracy, "information": 1 - ce / math.log(data.vocab_size)}
+
+
+def count_spikes(values: Sequence[float], factor: float = 5.0, window: int = 50, start: int = 0) -> list[int]:
+    """Steps (0-based indices) from ``start`` on whose value exceeds ``factor`` times the median of the ``window``
+    values before it (a step needs at least ``window // 5`` earlier values). Non-finite values count as spikes."""
+    spikes = []
+    for index in range(max(start, 1), len(values)):
+        earlier = [v for v in values[max(0, index - window) : index] if math.isfinite(v)]
+        if len(earlier) < max(1, window // 5):
+            continue
+        value = values[index]
+        if not math.isfinite(value) or value > factor * statistics.median(earlier):
+            spikes.append(index)
+    return spikes
+
+
+def effect_table(effects: dict[str, Sequence[float]], header: str = "per-seed effect (positive = the seed's "
+                 "direction)") -> str:
+    """One row per effect: label, mean ± std over seeds, and every seed's value."""
+    rows = [[label, str(seed_stats(values)), ", ".join(f"{v:+.4g}" for v in values)]
+            for label, values in effects.items()]
+    return markdown_table([header, "mean ± std", "seeds"], rows)
