@@ -2,8 +2,8 @@
 a stop on NaN/inf loss, a wall-clock budget, and periodic logging, evaluation and checkpoints.
 
 `train_step` is one optimizer step and works for any model whose forward takes ``input_ids`` and ``labels``;
-`run_loop` drives it for `train_accelerate.py` (benchmarks/qat_experiment.py uses `build_optimizer`,
-`build_scheduler` and `train_step` with its own batch order).
+`run_loop` drives it for `train_accelerate.py` (the findings harness, benchmarks/findings/harness.py, uses
+`build_optimizer`, `build_scheduler` and `train_step` with its own batch order).
 """
 
 from __future__ import annotations
