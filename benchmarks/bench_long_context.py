@@ -12,10 +12,10 @@ a ``chunk``-token model does however long the context. Three measures per length
 2. **peak memory of a training step**: resident memory (RSS) above the process with its libraries loaded,
    weights, gradients and optimizer state included, sampled every millisecond, each (model, length) in a fresh
    process (the sampler of ``bench_batched_generation.py``);
-3. **decode ms/token**: greedy ``generate`` with each model's cache (mixer: its incremental cache; Llama: its
-   dynamic KV cache; memory model: memories + the current chunk's cache) from a prompt that ends
-   ``--new_tokens`` before ``L``, prefill excluded (``(t(N new) - t(1 new)) / (N - 1)``, best of repeats), so it
-   is the cost of a token near the end of a full context.
+3. **decode ms/token**: greedy one-token forwards with each model's cache (mixer: its incremental cache; Llama:
+   its dynamic KV cache; memory model: memories + the current chunk's cache), as ``generate`` runs them, after a
+   prompt that ends ``--new_tokens`` before ``L`` (prefill untimed, best of repeats): the cost of a token near
+   the end of a full context.
 
 Writes ``benchmarks/RESULTS_long_context.md`` (tables, crossover points) and one PNG per measure
 (``benchmarks/long_context_*.png``). Run (about seven minutes on 2 CPU cores)::
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--chunk", type=int, default=256, help="the memory model's chunk length")
     parser.add_argument("--train_tokens", type=int, default=4096, help="tokens per training step")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved training-step rounds per length")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved training-step rounds per length")
     parser.add_argument("--new_tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -130,27 +130,24 @@ def training_rates(length: int, args) -> dict[str, float]:
     return {name: args.train_tokens / seconds for name, seconds in best.items()}
 
 
-def best_time(function, repeats: int) -> float:
-    """Fastest of ``repeats`` calls, by the clock chosen with ``--clock``."""
-    times = []
-    for _ in range(repeats):
-        start = bench_training.clock()
-        function()
-        times.append(bench_training.clock() - start)
-    return min(times)
-
-
 @torch.no_grad()
 def decode_ms_per_token(name: str, length: int, args) -> float:
-    """ms per generated token from a prompt ending ``new_tokens`` before ``length``, prefill excluded."""
+    """ms per new token, greedy, with the model's cache, after a prompt ending ``new_tokens`` before ``length``.
+
+    Each repeat prefills the prompt (untimed: at 4096 tokens its cost and its variance dwarf a few decode steps,
+    so ``t(N new) - t(1 new)`` of ``generate`` is too noisy here), then times ``new_tokens`` one-token forwards
+    that feed each step's ``cache`` back, as ``generate`` does; the best repeat counts."""
     model = build(name, length, args).eval()
     prompt = token_batch(length - args.new_tokens, 1, args.vocab)
-    settings = dict(do_sample=False, pad_token_id=0)
-    model.generate(prompt, max_new_tokens=2, min_new_tokens=2, **settings)  # warm-up
-    one = best_time(lambda: model.generate(prompt, max_new_tokens=1, min_new_tokens=1, **settings), args.repeats)
-    many = best_time(lambda: model.generate(prompt, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                            **settings), args.repeats)
-    return 1000.0 * max(many - one, 1e-9) / (args.new_tokens - 1)
+    best = math.inf
+    for _ in range(args.repeats + 1):  # the first is a warm-up
+        output = model(input_ids=prompt, use_cache=True)
+        start = bench_training.clock()
+        for _ in range(args.new_tokens):
+            token = output.logits[:, -1:].argmax(-1)
+            output = model(input_ids=token, cache=output.cache, use_cache=True)
+        best = min(best, bench_training.clock() - start)
+    return 1000.0 * best / args.new_tokens
 
 
 def memory_probe(name: str, length: int, args) -> dict:
@@ -174,27 +171,36 @@ def probe_in_fresh_process(name: str, length: int, argv: list[str]) -> float:
 # ----- report -------------------------------------------------------------------------------------------------
 
 
+TIE = 0.10  # two models within 10 % of each other count as level: a shared machine's noise is about that large
+
+
 def crossovers(results: dict[str, dict[int, dict[str, float]]], lengths: list[int]) -> list[str]:
-    """For each measure and pair of models: the lengths between which the better of the two changes."""
+    """For each measure and pair of models: which is better over which lengths (within ``TIE`` = level), and the
+    lengths between which the better one changes."""
     lines = []
     for measure, (title, _, higher_better) in MEASURES.items():
         for first, second in (("mixer", "llama"), ("memory", "mixer"), ("memory", "llama")):
-            values = [(length, results[measure][length][first], results[measure][length][second])
-                      for length in lengths if measure in results and length in results[measure]]
-            if not values:
+            rows = [(length, results[measure][length]) for length in lengths if length in results.get(measure, {})]
+            if not rows:
                 continue
-            better = [(a > b) == higher_better for _, a, b in values]
-            flips = [(values[i][0], values[i + 1][0], better[i + 1]) for i in range(len(values) - 1)
-                     if better[i] != better[i + 1]]
-            if not flips:
-                who = LABELS[first] if better[0] else LABELS[second]
-                lines.append(f"- {title}, {LABELS[first]} vs {LABELS[second]}: {who} is better at every length "
-                             f"measured ({values[0][0]}-{values[-1][0]}).")
-                continue
-            for low, high, first_better_after in flips:
-                winner = LABELS[first] if first_better_after else LABELS[second]
-                lines.append(f"- {title}, {LABELS[first]} vs {LABELS[second]}: crossover between {low} and {high} "
-                             f"tokens; from {high} on {winner} is better.")
+            verdicts = []  # (length, who): first, second or None (level)
+            for length, row in rows:
+                ratio = row[first] / row[second] if higher_better else row[second] / row[first]
+                verdicts.append((length, first if ratio > 1 + TIE else second if ratio < 1 / (1 + TIE) else None))
+            runs = []  # consecutive lengths with one verdict: [who, first length, last length]
+            for length, who in verdicts:
+                if runs and runs[-1][0] == who:
+                    runs[-1][2] = length
+                else:
+                    runs.append([who, length, length])
+            spans = "; ".join(f"{LABELS[who] + ' better' if who else 'level (within 10 %)'} at "
+                              f"{low if low == high else f'{low}-{high}'}" for who, low, high in runs)
+            decided = [(length, who) for length, who in verdicts if who]
+            flips = [(decided[i][0], decided[i + 1][0], decided[i + 1][1]) for i in range(len(decided) - 1)
+                     if decided[i][1] != decided[i + 1][1]]
+            verdict = "; ".join(f"crossover between {low} and {high} tokens ({LABELS[who]} better from {high})"
+                                for low, high, who in flips) or "no crossover"
+            lines.append(f"- {title}, {LABELS[first]} vs {LABELS[second]}: {spans} -> {verdict}.")
     return lines
 
 
@@ -227,6 +233,7 @@ def plot(measure: str, results: dict, lengths: list[int], path: Path) -> None:
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     axes.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     axes.set_xticks(lengths, [str(length) for length in lengths])
     axes.set_xlabel("context length (tokens)")
     axes.set_ylabel(unit)
@@ -268,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     text = [
         "# Long contexts: causal mixer vs Llama (KV cache) vs the memory mixer",
         "",
-        f"Written by `python benchmarks/bench_long_context.py {' '.join(argv)}`".rstrip() + "` in "
+        f"Written by `{' '.join(['python benchmarks/bench_long_context.py', *argv])}` in "
         f"{time.perf_counter() - started:.0f} s. Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, transformers "
         f"{transformers.__version__}; timed by {'wall time' if args.clock == 'wall' else 'CPU time of the process'}."
@@ -279,8 +286,8 @@ def main(argv: list[str] | None = None) -> None:
         f"All models: d {args.hidden}, {args.layers} layers, feed-forward 4d, vocabulary {args.vocab}; Llama with "
         f"head size {HEAD_DIM} and SDPA attention; the memory mixer with chunks of {args.chunk} tokens, "
         f"an encoder of the same width and depth and `L / {args.chunk} - 1` memories. Training: {args.train_tokens} tokens per step (batch {args.train_tokens} / L), bf16 autocast, "
-        "fused AdamW, loss without full-vocabulary logits. Decode: batch 1, greedy, a prompt of "
-        f"L - {args.new_tokens} tokens, {args.new_tokens} new tokens, prefill excluded.",
+        "fused AdamW, loss without full-vocabulary logits. Decode: batch 1, greedy one-token forwards with the "
+        f"cache after a prompt of L - {args.new_tokens} tokens, {args.new_tokens} new tokens, prefill untimed.",
         "",
         "![training tokens/s](long_context_train_tokens_per_s.png)",
         "![peak memory](long_context_train_peak_mb.png)" if results["train_peak_mb"] else "",
