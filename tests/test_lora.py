@@ -135,6 +135,7 @@ def test_lora_autoencoder_encoder_and_decoder_stay_causal(variant):
         "transformer_decoder": dict(decoder_type="transformer"),
         "bottleneck_unroll": dict(embedding_dim=8, decoder_input="unroll"),
     }[variant]
+    settings.setdefault("mixer_kernel_size", 1)  # mixing is adaptable only with k = 1 (the autoencoder default is 8)
     torch.manual_seed(0)
     model = MixerAutoencoder(MixerAutoencoderConfig(**TINY, **settings)).eval()
     config = recommended_lora_config(model, rank=4, adapt_mixing=True)
@@ -279,7 +280,7 @@ def test_adapter_loads_on_remote_code_base_without_memmix(tmp_path):
 
 def test_memory_lora_config_adapts_decoder_side_only():
     torch.manual_seed(0)
-    autoencoder = MixerAutoencoder(MixerAutoencoderConfig(**TINY, embedding_dim=8))
+    autoencoder = MixerAutoencoder(MixerAutoencoderConfig(**TINY, embedding_dim=8, mixer_kernel_size=1))
     memory = MemoryMixerForCausalLM.from_autoencoder(autoencoder, freeze_encoder=True, max_memories=2)
     encoder_before = {k: v.clone() for k, v in memory.encoder.state_dict().items()}
     peft_model = get_peft_model(

@@ -22,7 +22,8 @@ MIXER_VARIANTS = {
 }
 
 AUTOENCODER_VARIANTS = {
-    "repeat": {},
+    "repeat": {},  # the default: k = 8 mixing
+    "flat": {"mixer_kernel_size": 1},
     "unroll": {"decoder_input": "unroll"},
     "bottleneck": {"embedding_dim": 8},
     "heads_kernel3": {"mixer_heads": 4, "mixer_kernel_size": 3},
@@ -34,7 +35,7 @@ AUTOENCODER_VARIANTS = {
     # the seed's options (issue 12): unroll over the up-projected vector, per-stack mixing, fixed-step QAT noise,
     # PyTorch's default init
     "unroll_projected": {"decoder_input": "unroll", "unroll_source": "projected", "embedding_dim": 8},
-    "per_stack_mixing": {"encoder_mixer_kernel_size": 3, "decoder_mixer_heads": 4},
+    "per_stack_mixing": {"mixer_kernel_size": 1, "encoder_mixer_kernel_size": 3, "decoder_mixer_heads": 4},
     "noise_scale": {"embedding_dim": 8, "embedding_noise_scale": 0.125},
     "pytorch_init": {"init_style": "pytorch"},
 }
