@@ -35,3 +35,21 @@ def test_findings_script_writes_a_verdict(name, tmp_path):
     results = json.loads((tmp_path / f"{name}.json").read_text(encoding="utf-8"))
     assert results["effects"] and all(isinstance(values, list) for values in results["effects"].values())
     assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_autoencoder_sweep_ranks_variants_within_the_budget(tmp_path):
+    """Two variants (one joined with '+') of a tiny autoencoder, a few seconds each: both are scored, the table
+    and the plot are written, and an unknown variant stops before any training."""
+    script = load_script("autoencoder_sweep")
+    out = tmp_path / "sweep"
+    argv = ["--minutes", "0.05", "--n-ctx", "8", "--eval-seconds", "1", "--eval-windows", "16",
+            "--set", "hidden_size=32", "--out", str(out), "--variants"]
+    assert script.main([*argv, "base", "k_4+lr_5e-3"]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert {row["variant"] for row in rows} == {"base", "k_4+lr_5e-3"}
+    assert all(0.0 <= row["accuracy"] <= 1.0 and row["steps"] > 0 and row["curve"] for row in rows)
+    assert next(r for r in rows if r["variant"] == "k_4+lr_5e-3")["config"]["mixer_kernel_size"] == 4
+    assert "| 8 | base |" in out.with_suffix(".md").read_text(encoding="utf-8")
+    assert out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="unknown variant 'k_5'"):
+        script.main([*argv, "base", "k_5"])
