@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra config overrides for every variant (JSON values), e.g. embedding_dim=128")
     parser.add_argument("--out", default=str(FINDINGS_DIR / "autoencoder_sweep"))
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument("--replot", action="store_true", help="rewrite the table and plot from --out's JSON")
     return parser
 
 
@@ -153,7 +154,11 @@ def write_outputs(results: list[dict], args) -> None:
         result["n_ctx"] = args.n_ctx
         result["minutes"] = args.minutes
         merged[(result["variant"], args.n_ctx)] = result
-    rows = sorted(merged.values(), key=lambda r: (r["n_ctx"], -r["accuracy"]))
+    write_tables(sorted(merged.values(), key=lambda r: (r["n_ctx"], -r["accuracy"])), out)
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    """The JSON of every run, the Markdown table and the plot at ``out`` (.json, .md, .png)."""
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     table = markdown_table(
         ["n_ctx", "variant", "minutes", "steps", "held-out accuracy", "held-out CE", "train loss", "parameters"],
@@ -161,23 +166,37 @@ def write_outputs(results: list[dict], args) -> None:
           f"{r['train_loss']:.3f}", r["parameters"]] for r in rows])
     out.with_suffix(".md").write_text("# Autoencoder recipe sweep\n\nCommand: `python benchmarks/findings/"
                                       "autoencoder_sweep.py` (see its docstring); one seed, equal wall-clock "
-                                      "budget per variant.\n\n" + table + "\n")
+                                      "budget per variant, bf16 autocast, windows at random offsets, cosine "
+                                      "schedule sized to the budget.\n\n" + table + "\n\n" + variant_legend() + "\n")
+    plot_curves(rows, out.with_suffix(".png"))
+
+
+def variant_legend() -> str:
+    lines = [f"- `base`: config {BASE}, schedule {BASE_SCHEDULE}; the others change (join with `+`):"]
+    lines += [f"  - `{name}`: {config or ''} {schedule or ''}".rstrip() for name, (config, schedule) in VARIANTS.items()
+              if name != "base"]
+    return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Held-out accuracy against wall-clock time, one panel per window length, best variants first."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        if r["n_ctx"] == args.n_ctx and r["curve"]:
+    lengths = sorted({r["n_ctx"] for r in rows})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(6.5 * len(lengths), 4.5), squeeze=False)
+    for ax, n_ctx in zip(axes[0], lengths):
+        for r in (r for r in rows if r["n_ctx"] == n_ctx and r["curve"]):
             ts, accs = zip(*r["curve"])
-            ax.plot([t / 60 for t in ts], accs, label=r["variant"])
-    ax.set_xlabel("wall-clock minutes (2 CPU cores)")
-    ax.set_ylabel("held-out token accuracy")
-    ax.set_title(f"autoencoder variants, {args.n_ctx}-token windows")
-    ax.legend(fontsize=7)
+            ax.plot([t / 60 for t in ts], accs, label=f"{r['variant']} ({r['accuracy']:.2f})")
+        ax.set_xlabel("wall-clock minutes (2 CPU cores)")
+        ax.set_ylabel("held-out token accuracy")
+        ax.set_title(f"autoencoder variants, {n_ctx}-token windows")
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for name, (config, schedule) in VARIANTS.items():
             print(f"{name}: config {config} schedule {schedule}")
+        return 0
+    if args.replot:
+        write_tables(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
         return 0
     for name in args.variants:
         variant_settings(name)  # unknown names fail before any training
