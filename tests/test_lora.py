@@ -135,7 +135,7 @@ def test_lora_autoencoder_encoder_and_decoder_stay_causal(variant):
         "transformer_decoder": dict(decoder_type="transformer"),
         "bottleneck_unroll": dict(embedding_dim=8, decoder_input="unroll"),
     }[variant]
-    settings.setdefault("mixer_kernel_size", 1)  # mixing is adaptable only with k = 1 (the autoencoder default is 8)
+    settings.setdefault("mixer_kernel_size", 1)  # mixing is adaptable only with k = 1 (the autoencoder default is 64)
     torch.manual_seed(0)
     model = MixerAutoencoder(MixerAutoencoderConfig(**TINY, **settings)).eval()
     config = recommended_lora_config(model, rank=4, adapt_mixing=True)

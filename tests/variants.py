@@ -22,7 +22,7 @@ MIXER_VARIANTS = {
 }
 
 AUTOENCODER_VARIANTS = {
-    "repeat": {},  # the default: k = 8 mixing
+    "repeat": {},  # the default: k = 64 mixing
     "flat": {"mixer_kernel_size": 1},
     "unroll": {"decoder_input": "unroll"},
     "bottleneck": {"embedding_dim": 8},
