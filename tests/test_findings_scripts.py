@@ -53,3 +53,24 @@ def test_autoencoder_sweep_ranks_variants_within_the_budget(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0
     with pytest.raises(SystemExit, match="unknown variant 'k_5'"):
         script.main([*argv, "base", "k_5"])
+
+
+def test_autoencoder_windows_writes_each_run_and_resumes(tmp_path):
+    """Two variants at one window, then a third with --resume: the kept runs are not retrained (their curves are
+    unchanged), the new one is added, and the transformer gets half the mixer width."""
+    script = load_script("autoencoder_windows")
+    out = tmp_path / "autoencoder_windows"
+    argv = ["--minutes", "0.03", "--windows", "8", "--hidden_size", "32", "--eval_windows", "16",
+            "--eval_seconds", "1", "--out", str(out), "--variants"]
+    assert script.main([*argv, "flat", "transformer"]) == 0
+    first = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert [(r["variant"], r["n_ctx"]) for r in first] == [("flat", 8), ("transformer", 8)]
+    assert {r["variant"]: r["config"]["hidden_size"] for r in first} == {"flat": 32, "transformer": 16}
+    assert script.main([*argv, "flat", "kernel", "--resume"]) == 0
+    second = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert [r["variant"] for r in second] == ["flat", "kernel", "transformer"]
+    assert second[0]["curve"] == first[0]["curve"]
+    assert second[1]["config"]["mixer_kernel_size"] == 64 and second[1]["seed"] == 0
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["steps"] > 0 for r in second)
+    assert "| 8 | kernel |" in out.with_suffix(".md").read_text(encoding="utf-8")
+    assert out.with_suffix(".png").stat().st_size > 0

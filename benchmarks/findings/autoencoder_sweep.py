@@ -51,6 +51,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "heads_4_k_8": ({"mixer_heads": 4}, {}),
     "heads_8_k_1": ({"mixer_heads": 8, "mixer_kernel_size": 1}, {}),
     "unroll": ({"decoder_input": "unroll"}, {}),
+    "flat": ({"mixer_kernel_size": 1}, {}),
+    "heads_4_k_1": ({"mixer_heads": 4, "mixer_kernel_size": 1}, {}),
+    # the seed's comparison at matched memory: Llama blocks at half the width, unrolled decoder input
+    "transformer_half": ({"encoder_type": "transformer", "decoder_type": "transformer", "decoder_input": "unroll",
+                          "hidden_size": 128, "num_attention_heads": 4}, {}),
 }
 
 
@@ -107,20 +112,42 @@ def variant_settings(name: str) -> tuple[dict, dict]:
     return config, schedule
 
 
+def planned_steps(config: MixerAutoencoderConfig, schedule_settings: dict, args, data) -> tuple[int, float, int]:
+    """(steps, seconds per step, evaluate every so many steps) that fill ``args.minutes`` of wall clock.
+
+    The cosine schedule needs a step count. A short timed probe measures the steady step time (the mean gap
+    between steps in the probe's second half, so start-up costs do not count) and one held-out evaluation; the
+    budget less the evaluations, divided by the step time, is the plan."""
+    torch.manual_seed(args.seed)
+    model = MixerAutoencoder(config)
+    stamps: list[float] = []
+    windows = shifted_windows(data.train_ids.flatten(), args.n_ctx, args.seed)
+
+    def timed_batch(ids: torch.Tensor) -> dict:
+        stamps.append(time.perf_counter())
+        return windows(ids)
+
+    probe = Schedule(steps=10**6, bf16=True, max_minutes=min(0.1, args.minutes / 5),
+                     **{**schedule_settings, "warmup_steps": 1})
+    train_model(model, data.train_ids, probe, args.seed, make_batch=timed_batch)
+    steady = stamps[len(stamps) // 2 :]
+    seconds_per_step = ((steady[-1] - steady[0]) / (len(steady) - 1) if len(steady) > 1
+                        else 60 * probe.max_minutes / max(len(stamps), 1))
+    started = time.perf_counter()
+    autoencoder_scores(model.eval(), data.val_ids[: args.eval_windows])
+    eval_seconds = time.perf_counter() - started
+    evaluations = 60 * args.minutes / args.eval_seconds
+    budget = max(60 * args.minutes - evaluations * eval_seconds, 60 * args.minutes / 2)
+    steps = max(int(budget / seconds_per_step), schedule_settings["warmup_steps"] + 1)
+    return steps, seconds_per_step, max(int(args.eval_seconds / seconds_per_step), 1)
+
+
 def run_variant(name: str, args, data, extra: dict) -> dict:
     config_overrides, schedule_overrides = variant_settings(name)
     settings = {**BASE, **config_overrides, **extra}
     config = MixerAutoencoderConfig(vocab_size=data.vocab_size, n_ctx=args.n_ctx, **settings)
     schedule_settings = {**BASE_SCHEDULE, **schedule_overrides}
-    # the cosine schedule needs a step count: estimate it from a timed warm-up of this variant
-    torch.manual_seed(args.seed)
-    model = MixerAutoencoder(config)
-    probe = Schedule(steps=10**6, bf16=True, max_minutes=min(0.1, args.minutes / 5),
-                     **{**schedule_settings, "warmup_steps": 1})
-    probe_run = train_model(model, data.train_ids, probe, args.seed,
-                            make_batch=shifted_windows(data.train_ids.flatten(), args.n_ctx, args.seed))
-    seconds_per_step = probe_run.seconds / max(probe_run.steps_done, 1)
-    steps = max(int(60 * args.minutes / seconds_per_step), schedule_settings["warmup_steps"] + 1)
+    steps, seconds_per_step, eval_every = planned_steps(config, schedule_settings, args, data)
     torch.manual_seed(args.seed)
     model = MixerAutoencoder(config)
     curve: list[tuple[float, int, float]] = []
@@ -132,7 +159,7 @@ def run_variant(name: str, args, data, extra: dict) -> dict:
         return scores
 
     schedule = Schedule(steps=steps, bf16=True, max_minutes=args.minutes * 1.15,
-                        eval_every=max(int(args.eval_seconds / seconds_per_step), 1), **schedule_settings)
+                        eval_every=eval_every, **schedule_settings)
     run = train_model(model, data.train_ids, schedule, args.seed,
                       make_batch=shifted_windows(data.train_ids.flatten(), args.n_ctx, args.seed), evaluate=evaluate)
     final = run.evals[-1][1]
@@ -161,9 +188,10 @@ def write_tables(rows: list[dict], out: Path) -> None:
     """The JSON of every run, the Markdown table and the plot at ``out`` (.json, .md, .png)."""
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     table = markdown_table(
-        ["n_ctx", "variant", "minutes", "steps", "held-out accuracy", "held-out CE", "train loss", "parameters"],
-        [[r["n_ctx"], r["variant"], r["minutes"], r["steps"], f"{r['accuracy']:.4f}", f"{r['ce']:.3f}",
-          f"{r['train_loss']:.3f}", r["parameters"]] for r in rows])
+        ["n_ctx", "variant", "minutes", "seconds run", "steps", "held-out accuracy", "held-out CE", "train loss",
+         "parameters"],
+        [[r["n_ctx"], r["variant"], r["minutes"], round(r["seconds"]), r["steps"], f"{r['accuracy']:.4f}",
+          f"{r['ce']:.3f}", f"{r['train_loss']:.3f}", r["parameters"]] for r in rows])
     out.with_suffix(".md").write_text("# Autoencoder recipe sweep\n\nCommand: `python benchmarks/findings/"
                                       "autoencoder_sweep.py` (see its docstring); one seed, equal wall-clock "
                                       "budget per variant, bf16 autocast, windows at random offsets, cosine "

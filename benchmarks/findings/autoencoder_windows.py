@@ -1,130 +1,181 @@
 """Autoencoder accuracy against window length: how much of a held-out window of the built-in corpus each kind of
-autoencoder regenerates exactly from its one embedding, at a fixed training budget per run.
+autoencoder regenerates exactly from its one embedding, at the same wall-clock budget per run (docs/FINDINGS.md).
 
-Variants (encoder and decoder alike, the recipe's other settings unchanged):
+Variants (the recipe's other settings unchanged: width 256, 2+2 layers, lr 2e-3, batch 32, warmup 100 + cosine
+sized to the budget, bf16 autocast, windows at random offsets -- `autoencoder_sweep.py`'s training):
 
-- ``flat``: one ``n_ctx x n_ctx`` mixing matrix per layer (``mixer_heads=0``, ``mixer_kernel_size=1``);
-- ``heads``: ``--heads`` mixer heads;
-- ``kernel``: the seed's convolutional mixing with ``--kernel`` taps over neighbouring channels;
+- ``flat``: one ``n_ctx x n_ctx`` mixing matrix per layer (``mixer_kernel_size=1``, no heads);
+- ``heads``: 4 mixer heads, ``mixer_kernel_size=1``;
+- ``kernel``: the recipe, ``mixer_kernel_size=64``;
 - ``transformer``: Llama blocks at half the width (the seed's comparison at matched memory), unrolled input.
 
-Every run trains the same number of steps (``--steps``; a wall-clock cap ``--minutes`` stops it early) on the
-same batches (seed ``--seed``), then scores ``--eval_windows`` held-out windows. Writes
-``docs/findings/autoencoder_windows.{md,json,png}``::
+Each (window, variant) run is written to the JSON as soon as it finishes, so an interrupted sweep keeps what it
+measured and ``--resume`` skips what is there. Writes ``docs/findings/autoencoder_windows.{md,json,png}``::
 
-    python benchmarks/findings/autoencoder_windows.py                      # 8..128 tokens, 4 variants
-    python benchmarks/findings/autoencoder_windows.py --windows 32 --variants kernel --steps 3000
+    python benchmarks/findings/autoencoder_windows.py --minutes 4           # 8..128 tokens, 4 variants (~90 min)
+    python benchmarks/findings/autoencoder_windows.py --minutes 20          # the issue's budget (~7 hours)
+    python benchmarks/findings/autoencoder_windows.py --windows 64 --variants kernel --minutes 4 --resume
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-import torch
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.findings.harness import (  # noqa: E402
-    FINDINGS_DIR,
-    Schedule,
-    autoencoder_scores,
-    command_line,
-    load_data,
-    markdown_table,
-    train_model,
-    write_finding,
-)
-from modeling_memmix import MixerAutoencoder, MixerAutoencoderConfig  # noqa: E402
+from autoencoder_sweep import run_variant  # noqa: E402
+from harness import FINDINGS_DIR, load_data, markdown_table  # noqa: E402
 
-VARIANTS = ("flat", "heads", "kernel", "transformer")
+ROOT = Path(__file__).resolve().parents[2]
+# our name -> the sweep's variant
+VARIANTS = {"flat": "flat", "heads": "heads_4_k_1", "kernel": "k_64", "transformer": "transformer_half"}
+# the recipe's own 20-minute runs (configuration/autoencoder_32.json, autoencoder_128.json), drawn beside the sweep
+RECIPE_RUNS = {32: "autoencoder_32.jsonl", 128: "autoencoder_128.jsonl"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--windows", type=int, nargs="+", default=[8, 16, 32, 64, 128])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--hidden_size", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=2, help="encoder and decoder layers each")
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--kernel", type=int, default=16)
-    parser.add_argument("--decoder_input", default="repeat", choices=("repeat", "unroll"),
-                        help="for the mixer variants (the transformer always unrolls)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--minutes", type=float, default=None, help="wall-clock cap per run")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--warmup_steps", type=int, default=50)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--minutes", type=float, default=4.0, help="wall-clock budget of each run")
+    parser.add_argument("--hidden_size", type=int, default=256, help="mixer width; the transformer gets half")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval_seconds", type=float, default=30.0, help="held-out evaluation every so many seconds")
     parser.add_argument("--eval_windows", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out_dir", default=str(FINDINGS_DIR))
+    parser.add_argument("--resume", action="store_true", help="keep runs already in the JSON and skip them")
+    parser.add_argument("--replot", action="store_true", help="rewrite the table and plot from the JSON")
+    parser.add_argument("--out", default=str(FINDINGS_DIR / "autoencoder_windows"))
     return parser
 
 
-def variant_config(variant: str, n_ctx: int, vocab_size: int, args: argparse.Namespace) -> MixerAutoencoderConfig:
-    common = {"vocab_size": vocab_size, "n_ctx": n_ctx, "num_hidden_layers": args.layers}
-    if variant == "transformer":
-        width = args.hidden_size // 2
-        return MixerAutoencoderConfig(**common, hidden_size=width, encoder_type="transformer",
-                                      decoder_type="transformer", decoder_input="unroll",
-                                      num_attention_heads=max(1, width // 32))
-    mixing = {"flat": {}, "heads": {"mixer_heads": args.heads}, "kernel": {"mixer_kernel_size": args.kernel}}[variant]
-    return MixerAutoencoderConfig(**common, hidden_size=args.hidden_size, decoder_input=args.decoder_input, **mixing)
+def run_window(variant: str, n_ctx: int, data, args: argparse.Namespace) -> dict:
+    """One training run of ``variant`` on ``n_ctx``-token windows, for ``args.minutes`` of wall clock."""
+    sweep_args = argparse.Namespace(n_ctx=n_ctx, minutes=args.minutes, seed=args.seed,
+                                    eval_seconds=args.eval_seconds, eval_windows=args.eval_windows)
+    width = args.hidden_size // 2 if variant == "transformer" else args.hidden_size
+    result = run_variant(VARIANTS[variant], sweep_args, data, {"hidden_size": width})
+    return {**result, "variant": variant, "n_ctx": n_ctx, "minutes": args.minutes, "seed": args.seed}
 
 
-def run_one(variant: str, n_ctx: int, args: argparse.Namespace) -> dict:
-    data = load_data(n_ctx)
-    torch.manual_seed(args.seed)
-    model = MixerAutoencoder(variant_config(variant, n_ctx, data.vocab_size, args))
-    schedule = Schedule(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                        bf16=True, max_minutes=args.minutes)
-    run = train_model(model, data.train_ids, schedule, seed=args.seed)
-    scores = autoencoder_scores(model, data.val_ids[: args.eval_windows])
-    print(f"{variant:>11} n_ctx {n_ctx:>4}: accuracy {scores['accuracy']:.3f}, CE {scores['ce']:.3f} "
-          f"({run.steps_done} steps, {run.seconds:.0f} s)", flush=True)
-    return {"variant": variant, "n_ctx": n_ctx, "steps": run.steps_done, "seconds": run.seconds,
-            "parameters": sum(p.numel() for p in model.parameters()), **scores}
+def recipe_points(metrics_dir: Path) -> dict[int, tuple[float, float]]:
+    """window -> (minutes, held-out accuracy) at the end of the recipe's own run, where its metrics are kept."""
+    points = {}
+    for n_ctx, name in RECIPE_RUNS.items():
+        path = metrics_dir / name
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        evals = [r for r in rows if "val_token_accuracy" in r]
+        seconds = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
+        if evals and seconds:
+            points[n_ctx] = (seconds[-1] / 60, evals[-1]["val_token_accuracy"])
+    return points
 
 
-def plot(results: list[dict], args: argparse.Namespace):
+def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["n_ctx"], list(VARIANTS).index(r["variant"])))
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    table = markdown_table(
+        ["window", "variant", "seed", "minutes", "seconds run", "steps", "held-out accuracy", "held-out CE", "train loss",
+         "parameters"],
+        [[r["n_ctx"], r["variant"], r.get("seed", 0), r["minutes"], round(r["seconds"]), r["steps"], f"{r['accuracy']:.4f}",
+          f"{r['ce']:.3f}", f"{r['train_loss']:.3f}", r["parameters"]] for r in rows])
+    best = {n: max((r for r in rows if r["n_ctx"] == n), key=lambda r: r["accuracy"]) for n in
+            sorted({r["n_ctx"] for r in rows})}
+    verdict = "; ".join(f"{n} tokens: `{r['variant']}` {r['accuracy']:.1%}" for n, r in best.items())
+    out.with_suffix(".md").write_text(
+        f"# Autoencoder token accuracy against window length\n\nCommand: `{rerun_command(rows, out)}` (see its "
+        "docstring); the same wall-clock budget per run on 2 CPU cores, the recipe's training (windows at random "
+        "offsets, cosine sized to the budget, bf16 autocast).\n\n"
+        f"{table}\n\n**Best variant per window:** {verdict}.\n\n![{out.name}]({out.name}.png)\n",
+        encoding="utf-8")
+    plot(rows, recipe_points(out.parent / "run_metrics"), out.with_suffix(".png"))
+
+
+def rerun_command(rows: list[dict], out: Path) -> str:
+    """The command line that measures ``rows`` again (their budgets, seeds, windows and variants)."""
+    def values(key: str) -> str:
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted({r.get(key, 0) for r in rows}))
+
+    variants = " ".join(v for v in VARIANTS if any(r["variant"] == v for r in rows))
+    parts = [f"--minutes {values('minutes')}", f"--seed {values('seed')}", f"--windows {values('n_ctx')}"]
+    if variants != " ".join(VARIANTS):
+        parts.append(f"--variants {variants}")
+    if out != FINDINGS_DIR / "autoencoder_windows":
+        parts.append(f"--out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return "python benchmarks/findings/autoencoder_windows.py " + " ".join(parts)
+
+
+def plot(rows: list[dict], recipe: dict[int, tuple[float, float]], path: Path) -> None:
+    """Top: final accuracy against window length per variant. Below: accuracy against time, one panel a window."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for variant in args.variants:
-        rows = sorted((r for r in results if r["variant"] == variant), key=lambda r: r["n_ctx"])
-        axis.plot([r["n_ctx"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=variant)
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("window length (tokens)")
-    axis.set_ylabel("held-out token accuracy")
-    axis.set_ylim(0, 1)
-    axis.set_title(f"autoencoder regeneration after {args.steps} steps")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    return figure
+
+    lengths = sorted({r["n_ctx"] for r in rows})
+    figure = plt.figure(figsize=(max(3.2 * len(lengths), 9), 8))
+    grid = figure.add_gridspec(2, len(lengths), height_ratios=[1.3, 1])
+    top = figure.add_subplot(grid[0, :])
+    colors = {variant: f"C{index}" for index, variant in enumerate(VARIANTS)}
+    for variant, color in colors.items():
+        mine = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["n_ctx"])
+        if mine:
+            top.plot([r["n_ctx"] for r in mine], [r["accuracy"] for r in mine], marker="o", color=color,
+                     label=variant)
+    if recipe:
+        top.scatter(list(recipe), [a for _, a in recipe.values()], marker="*", s=160, color=colors["kernel"],
+                    zorder=5, label="kernel, the recipe's own run (" + ", ".join(
+                        f"{n} tokens: {m:.0f} min" for n, (m, _) in recipe.items()) + ")")
+    top.set_xscale("log", base=2)
+    top.set_xticks(lengths, [str(n) for n in lengths])
+    top.set_xlabel("window length (tokens)")
+    top.set_ylabel("held-out token accuracy")
+    top.set_ylim(0, 1.02)
+    minutes = ", ".join(f"{m:g}" for m in sorted({r["minutes"] for r in rows}))
+    top.set_title(f"autoencoder regeneration after {minutes} min of training per run (2 CPU cores, one seed)")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    for column, n_ctx in enumerate(lengths):
+        axis = figure.add_subplot(grid[1, column], sharey=top if column == 0 else None)
+        for r in (r for r in rows if r["n_ctx"] == n_ctx and r["curve"]):
+            ts, accs = zip(*r["curve"])
+            axis.plot([t / 60 for t in ts], accs, color=colors[r["variant"]])
+        axis.set_title(f"{n_ctx} tokens", fontsize=9)
+        axis.set_xlabel("minutes")
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        if column == 0:
+            axis.set_ylabel("accuracy while training")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    results = [run_one(variant, n_ctx, args) for n_ctx in args.windows for variant in args.variants]
-    table = markdown_table(["variant", "window", "token accuracy", "CE", "I_e", "steps", "seconds", "parameters"],
-                           [[r["variant"], r["n_ctx"], r["accuracy"], r["ce"], r["information"], r["steps"],
-                             round(r["seconds"]), r["parameters"]] for r in results])
-    settings = (f"Mixer width {args.hidden_size} ({args.hidden_size // 2} for the transformer), {args.layers}+"
-                f"{args.layers} layers, heads {args.heads}, kernel {args.kernel}, decoder input "
-                f"`{args.decoder_input}` for the mixers; {args.steps} steps x {args.batch_size} windows, lr {args.lr}, "
-                f"warmup {args.warmup_steps} + cosine, bf16 autocast, seed {args.seed}; {args.threads} CPU thread(s).")
-    best = max(results, key=lambda r: (r["n_ctx"], r["accuracy"]))
-    summary = (f"at the longest window ({best['n_ctx']} tokens) the best variant is `{best['variant']}` with "
-               f"{best['accuracy']:.1%} of tokens regenerated")
-    write_finding("autoencoder_windows", "Autoencoder token accuracy against window length",
-                  command_line("benchmarks/findings/autoencoder_windows.py", argv), settings, table, summary,
-                  {"args": vars(args), "results": results}, plot(results, args), Path(args.out_dir))
+    json_path = Path(args.out).with_suffix(".json")
+    if args.replot:
+        write_outputs(json.loads(json_path.read_text(encoding="utf-8")), args)
+        return 0
+    kept = json.loads(json_path.read_text(encoding="utf-8")) if args.resume and json_path.exists() else []
+    done = {(r["variant"], r["n_ctx"]) for r in kept}
+    rows = list(kept)
+    for n_ctx in args.windows:
+        todo = [v for v in args.variants if (v, n_ctx) not in done]
+        if not todo:
+            continue
+        data = load_data(n_ctx)
+        for variant in todo:
+            rows.append(run_window(variant, n_ctx, data, args))
+            write_outputs(rows, args)  # after every run: an interrupted sweep keeps what it measured
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
