@@ -63,10 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["base"], help="names from --list")
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget of each variant")
-    parser.add_argument("--n-ctx", type=int, default=32)
+    parser.add_argument("--n-ctx", "--n_ctx", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-seconds", type=float, default=30.0, help="held-out evaluation every so many seconds")
-    parser.add_argument("--eval-windows", type=int, default=512)
+    parser.add_argument("--eval-seconds", "--eval_seconds", type=float, default=30.0,
+                        help="held-out evaluation every so many seconds")
+    parser.add_argument("--eval-windows", "--eval_windows", type=int, default=512)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for every variant (JSON values), e.g. embedding_dim=128")
     parser.add_argument("--out", default=str(FINDINGS_DIR / "autoencoder_sweep"))
