@@ -62,7 +62,8 @@ def run_window(variant: str, n_ctx: int, data, args: argparse.Namespace) -> dict
 
 
 def recipe_points(metrics_dir: Path) -> dict[int, tuple[float, float]]:
-    """window -> (minutes, held-out accuracy) at the end of the recipe's own run, where its metrics are kept."""
+    """window -> (minutes, held-out accuracy) at the end of the kernel's long runs: the recipe's own (where its
+    metrics are kept) and ``autoencoder_windows_20min.json``'s."""
     points = {}
     for n_ctx, name in RECIPE_RUNS.items():
         path = metrics_dir / name
@@ -73,7 +74,12 @@ def recipe_points(metrics_dir: Path) -> dict[int, tuple[float, float]]:
         seconds = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
         if evals and seconds:
             points[n_ctx] = (seconds[-1] / 60, evals[-1]["val_token_accuracy"])
-    return points
+    long_runs = metrics_dir.parent / "autoencoder_windows_20min.json"  # --minutes 20 --variants kernel runs
+    if long_runs.exists():
+        for row in json.loads(long_runs.read_text(encoding="utf-8")):
+            if row["variant"] == "kernel":
+                points.setdefault(row["n_ctx"], (row["seconds"] / 60, row["accuracy"]))
+    return dict(sorted(points.items()))
 
 
 def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
@@ -131,7 +137,7 @@ def plot(rows: list[dict], recipe: dict[int, tuple[float, float]], path: Path) -
                      label=variant)
     if recipe:
         top.scatter(list(recipe), [a for _, a in recipe.values()], marker="*", s=160, color=colors["kernel"],
-                    zorder=5, label="kernel, the recipe's own run (" + ", ".join(
+                    zorder=5, label="kernel, long runs (" + ", ".join(
                         f"{n} tokens: {m:.0f} min" for n, (m, _) in recipe.items()) + ")")
     top.set_xscale("log", base=2)
     top.set_xticks(lengths, [str(n) for n in lengths])
