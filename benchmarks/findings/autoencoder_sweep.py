@@ -113,8 +113,8 @@ def variant_settings(name: str) -> tuple[dict, dict]:
     return config, schedule
 
 
-def planned_steps(config: MixerAutoencoderConfig, schedule_settings: dict, args, data) -> tuple[int, float, int]:
-    """(steps, seconds per step, evaluate every so many steps) that fill ``args.minutes`` of wall clock.
+def planned_steps(config: MixerAutoencoderConfig, schedule_settings: dict, args, data) -> tuple[int, int]:
+    """(steps, evaluate every so many steps) that fill ``args.minutes`` of wall clock.
 
     The cosine schedule needs a step count. A short timed probe measures the steady step time (the mean gap
     between steps in the probe's second half, so start-up costs do not count) and one held-out evaluation; the
@@ -142,7 +142,7 @@ def planned_steps(config: MixerAutoencoderConfig, schedule_settings: dict, args,
     evaluations = 60 * args.minutes / args.eval_seconds
     budget = max(60 * args.minutes - evaluations * eval_seconds, 60 * args.minutes / 2)
     steps = max(int(budget / seconds_per_step), schedule_settings["warmup_steps"] + 1)
-    return steps, seconds_per_step, max(int(args.eval_seconds / seconds_per_step), 1)
+    return steps, max(int(args.eval_seconds / seconds_per_step), 1)
 
 
 def run_variant(name: str, args, data, extra: dict) -> dict:
@@ -150,7 +150,7 @@ def run_variant(name: str, args, data, extra: dict) -> dict:
     settings = {**BASE, **config_overrides, **extra}
     config = MixerAutoencoderConfig(vocab_size=data.vocab_size, n_ctx=args.n_ctx, **settings)
     schedule_settings = {**BASE_SCHEDULE, **schedule_overrides}
-    steps, seconds_per_step, eval_every = planned_steps(config, schedule_settings, args, data)
+    steps, eval_every = planned_steps(config, schedule_settings, args, data)
     torch.manual_seed(args.seed)
     model = MixerAutoencoder(config)
     curve: list[tuple[float, int, float]] = []

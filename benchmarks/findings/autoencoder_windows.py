@@ -24,13 +24,13 @@ import json
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(ROOT))
 
 from autoencoder_sweep import run_variant  # noqa: E402
 from harness import FINDINGS_DIR, load_data, markdown_table  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 # our name -> the sweep's variant
 VARIANTS = {"flat": "flat", "heads": "heads_4_k_1", "kernel": "k_64", "transformer": "transformer_half"}
 # the recipe's own 20-minute runs (configuration/autoencoder_32.json, autoencoder_128.json), drawn beside the sweep
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--minutes", type=float, default=4.0, help="wall-clock budget of each run")
     parser.add_argument("--hidden_size", type=int, default=256, help="mixer width; the transformer gets half")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval_seconds", type=float, default=30.0, help="held-out evaluation every so many seconds")
+    parser.add_argument("--eval_seconds", type=float, default=30.0,
+                        help="held-out evaluation every so many seconds")
     parser.add_argument("--eval_windows", type=int, default=512)
     parser.add_argument("--resume", action="store_true", help="keep runs already in the JSON and skip them")
     parser.add_argument("--replot", action="store_true", help="rewrite the table and plot from the JSON")
@@ -61,7 +62,7 @@ def run_window(variant: str, n_ctx: int, data, args: argparse.Namespace) -> dict
     return {**result, "variant": variant, "n_ctx": n_ctx, "minutes": args.minutes, "seed": args.seed}
 
 
-def recipe_points(metrics_dir: Path) -> dict[int, tuple[float, float]]:
+def long_run_points(metrics_dir: Path) -> dict[int, tuple[float, float]]:
     """window -> (minutes, held-out accuracy) at the end of the kernel's long runs: the recipe's own (where its
     metrics are kept) and ``autoencoder_windows_20min.json``'s."""
     points = {}
@@ -88,10 +89,10 @@ def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
     rows = sorted(rows, key=lambda r: (r["n_ctx"], list(VARIANTS).index(r["variant"])))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     table = markdown_table(
-        ["window", "variant", "seed", "minutes", "seconds run", "steps", "held-out accuracy", "held-out CE", "train loss",
-         "parameters"],
-        [[r["n_ctx"], r["variant"], r.get("seed", 0), r["minutes"], round(r["seconds"]), r["steps"], f"{r['accuracy']:.4f}",
-          f"{r['ce']:.3f}", f"{r['train_loss']:.3f}", r["parameters"]] for r in rows])
+        ["window", "variant", "seed", "minutes", "seconds run", "steps", "held-out accuracy", "held-out CE",
+         "train loss", "parameters"],
+        [[r["n_ctx"], r["variant"], r.get("seed", 0), r["minutes"], round(r["seconds"]), r["steps"],
+          f"{r['accuracy']:.4f}", f"{r['ce']:.3f}", f"{r['train_loss']:.3f}", r["parameters"]] for r in rows])
     best = {n: max((r for r in rows if r["n_ctx"] == n), key=lambda r: r["accuracy"]) for n in
             sorted({r["n_ctx"] for r in rows})}
     verdict = "; ".join(f"{n} tokens: `{r['variant']}` {r['accuracy']:.1%}" for n, r in best.items())
@@ -101,13 +102,14 @@ def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
         "offsets, cosine sized to the budget, bf16 autocast).\n\n"
         f"{table}\n\n**Best variant per window:** {verdict}.\n\n![{out.name}]({out.name}.png)\n",
         encoding="utf-8")
-    plot(rows, recipe_points(out.parent / "run_metrics"), out.with_suffix(".png"))
+    plot(rows, long_run_points(out.parent / "run_metrics"), out.with_suffix(".png"))
 
 
 def rerun_command(rows: list[dict], out: Path) -> str:
     """The command line that measures ``rows`` again (their budgets, seeds, windows and variants)."""
     def values(key: str) -> str:
-        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted({r.get(key, 0) for r in rows}))
+        present = sorted({r.get(key, 0) for r in rows})
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in present)
 
     variants = " ".join(v for v in VARIANTS if any(r["variant"] == v for r in rows))
     parts = [f"--minutes {values('minutes')}", f"--seed {values('seed')}", f"--windows {values('n_ctx')}"]
@@ -118,7 +120,7 @@ def rerun_command(rows: list[dict], out: Path) -> str:
     return "python benchmarks/findings/autoencoder_windows.py " + " ".join(parts)
 
 
-def plot(rows: list[dict], recipe: dict[int, tuple[float, float]], path: Path) -> None:
+def plot(rows: list[dict], long_runs: dict[int, tuple[float, float]], path: Path) -> None:
     """Top: final accuracy against window length per variant. Below: accuracy against time, one panel a window."""
     import matplotlib
 
@@ -135,10 +137,10 @@ def plot(rows: list[dict], recipe: dict[int, tuple[float, float]], path: Path) -
         if mine:
             top.plot([r["n_ctx"] for r in mine], [r["accuracy"] for r in mine], marker="o", color=color,
                      label=variant)
-    if recipe:
-        top.scatter(list(recipe), [a for _, a in recipe.values()], marker="*", s=160, color=colors["kernel"],
+    if long_runs:
+        top.scatter(list(long_runs), [a for _, a in long_runs.values()], marker="*", s=160, color=colors["kernel"],
                     zorder=5, label="kernel, long runs (" + ", ".join(
-                        f"{n} tokens: {m:.0f} min" for n, (m, _) in recipe.items()) + ")")
+                        f"{n} tokens: {m:.0f} min" for n, (m, _) in long_runs.items()) + ")")
     top.set_xscale("log", base=2)
     top.set_xticks(lengths, [str(n) for n in lengths])
     top.set_xlabel("window length (tokens)")
