@@ -7,6 +7,10 @@ with -100 on padding, byte counts).
 With ``random_offsets`` each dealt window is moved forward by a random number of tokens (seeded by (seed,
 micro-step)) along the packed token stream, so training sees up to ``window`` times more distinct windows of the
 same text; the autoencoder memorizes the fixed windows of a small corpus within a few epochs otherwise.
+
+With ``repeat_chunks=p`` (memory family, recall training) a fraction ``p`` of the windows has one chunk, drawn from
+the second onward, overwritten by a copy of an earlier chunk (seeded by (seed, micro-step)): natural text almost never
+repeats a whole chunk, so without it nothing asks the decoder to read a memory token by token.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ class WindowBatches:
     """
 
     def __init__(self, windows: PackedWindows, batch_size: int, rank: int, world: int, seed: int,
-                 random_offsets: bool = False):
+                 random_offsets: bool = False, repeat_chunks: float = 0.0, chunk: int | None = None):
         self.windows, self.batch_size, self.rank, self.world, self.seed = windows, batch_size, rank, world, seed
         self.global_batch = batch_size * world
         self.per_epoch = len(windows) // self.global_batch
@@ -37,6 +41,10 @@ class WindowBatches:
         self.random_offsets = random_offsets
         if random_offsets and bool((windows.num_tokens < windows.window).any()):
             raise ValueError("train.random_offsets needs full packed windows (no padded last window) to shift along")
+        self.repeat_chunks, self.chunk = repeat_chunks, chunk
+        if repeat_chunks > 0 and (chunk is None or windows.window % chunk or windows.window // chunk < 2):
+            raise ValueError(f"train.repeat_chunks={repeat_chunks} needs windows of at least 2 whole chunks; got "
+                             f"window {windows.window}, chunk {chunk}")
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
@@ -48,9 +56,30 @@ class WindowBatches:
         epoch, index = divmod(micro_step, self.per_epoch)
         start = index * self.global_batch + self.rank * self.batch_size
         rows = self._permutation(epoch)[start : start + self.batch_size]
-        if self.random_offsets:
-            return self._shifted(micro_step, rows)
-        return collate_windows(self.windows, rows)
+        batch = self._shifted(micro_step, rows) if self.random_offsets else collate_windows(self.windows, rows)
+        if self.repeat_chunks > 0:
+            batch = self._with_repeated_chunks(micro_step, batch)
+        return batch
+
+    def _rank_slice(self, values: torch.Tensor, rows: int) -> torch.Tensor:
+        """This process's part of values drawn for the whole global batch."""
+        return values[self.rank * self.batch_size : self.rank * self.batch_size + rows]
+
+    def _with_repeated_chunks(self, micro_step: int, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch`` with, in a ``repeat_chunks`` fraction of its windows, chunk ``c >= 1`` replaced by a copy of
+        chunk ``c' < c`` (drawn for the whole global batch, like the offsets); labels follow the ids."""
+        rows, chunks = batch["input_ids"].shape[0], self.windows.window // self.chunk
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + micro_step + 7_919)
+        chosen = torch.rand(self.global_batch, generator=generator) < self.repeat_chunks
+        targets = torch.randint(1, chunks, (self.global_batch,), generator=generator)
+        sources = (torch.rand(self.global_batch, generator=generator) * targets).long()  # uniform in [0, target)
+        chosen, targets, sources = (self._rank_slice(v, rows) for v in (chosen, targets, sources))
+        input_ids, labels = batch["input_ids"].clone(), batch["labels"].clone()
+        for row in torch.nonzero(chosen).flatten().tolist():
+            target, source = targets[row] * self.chunk, sources[row] * self.chunk
+            input_ids[row, target : target + self.chunk] = input_ids[row, source : source + self.chunk]
+            labels[row, target : target + self.chunk] = labels[row, source : source + self.chunk]
+        return {**batch, "input_ids": input_ids, "labels": labels}
 
     def _shifted(self, micro_step: int, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Windows ``rows`` moved forward along the token stream by offsets drawn for the whole global batch (so
@@ -59,7 +88,7 @@ class WindowBatches:
         window = self.windows.window
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + micro_step + 1)
         offsets = torch.randint(0, window, (self.global_batch,), generator=generator)
-        offsets = offsets[self.rank * self.batch_size : self.rank * self.batch_size + len(rows)]
+        offsets = self._rank_slice(offsets, len(rows))
         starts = torch.clamp(rows * window + offsets, max=(len(self.windows) - 1) * window)
         input_ids = self.windows.input_ids.reshape(-1)[starts[:, None] + torch.arange(window)]
         return {"input_ids": input_ids, "labels": input_ids.clone()}

@@ -72,6 +72,7 @@ class TrainConfig:
     stop_after_steps: int | None = None  # stop this invocation after N steps (checkpoint kept); schedule unchanged
     grad_clip: float | None = 1.0  # max gradient norm; None or 0 disables clipping
     random_offsets: bool = False  # each training window starts at a random offset in the token stream (more windows)
+    repeat_chunks: float = 0.0  # memory family: fraction of windows where one chunk repeats an earlier one (recall)
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
     cpu: bool = False  # force CPU even when a GPU is present
     eval_every: int = 50
@@ -112,6 +113,9 @@ class TrainConfig:
         for name in ("compile", "chunked_loss", "random_offsets"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}={getattr(self, name)!r} must be true or false")
+        if not isinstance(self.repeat_chunks, (int, float)) or isinstance(self.repeat_chunks, bool) \
+                or not 0 <= self.repeat_chunks <= 1:
+            raise ValueError(f"train.repeat_chunks={self.repeat_chunks!r} must be a fraction in [0, 1]")
         if self.optimizer_impl not in OPTIMIZER_IMPLS:
             raise ValueError(f"train.optimizer_impl={self.optimizer_impl!r}; choose one of {list(OPTIMIZER_IMPLS)}")
         if self.compile:
@@ -161,6 +165,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_family(self.family)
         check_fine_tuning(self)
+        if self.train.repeat_chunks and self.family != "memory":
+            raise ValueError(f"train.repeat_chunks={self.train.repeat_chunks} is for family='memory' (chunks that "
+                             f"memories can recall), got family={self.family!r}")
 
     @property
     def family_entry(self) -> Family:

@@ -319,3 +319,36 @@ def test_random_offsets_deal_shifted_windows_of_the_stream_alike_on_any_number_o
     padded.num_tokens[-1] = 5
     with pytest.raises(ValueError, match="full packed windows"):
         WindowBatches(padded, 8, 0, 1, seed=3, random_offsets=True)
+
+
+def test_repeat_chunks_copy_an_earlier_chunk_into_a_later_one_in_about_that_fraction_of_windows(shared):
+    """Recall training: with repeat_chunks=p about p of the windows have chunk c >= 1 overwritten by chunk c' < c,
+    the others are left as dealt; labels follow the ids; two processes see what one sees; a resumed step repeats."""
+    tokenizer = AutoTokenizer.from_pretrained(shared["tokenizer"])
+    windows = load_or_build_windows("builtin", tokenizer, window=16, split="train", cache_dir=shared["cache_dir"],
+                                    validation_fraction=0.1, max_documents=150)
+    one = WindowBatches(windows, 8, 0, 1, seed=3, random_offsets=True, repeat_chunks=0.5, chunk=4)
+    halves = [WindowBatches(windows, 4, rank, 2, seed=3, random_offsets=True, repeat_chunks=0.5, chunk=4)
+              for rank in (0, 1)]
+    plain = WindowBatches(windows, 8, 0, 1, seed=3, random_offsets=True)
+    changed = 0
+    for step in range(8):
+        batch, dealt = one.batch(step), plain.batch(step)["input_ids"]
+        assert torch.equal(batch["input_ids"], torch.cat([half.batch(step)["input_ids"] for half in halves]))
+        assert torch.equal(batch["input_ids"], one.batch(step)["input_ids"])
+        assert torch.equal(batch["labels"], batch["input_ids"])
+        for row, dealt_row in zip(batch["input_ids"], dealt):
+            different = [c for c in range(4) if not torch.equal(row[4 * c : 4 * c + 4], dealt_row[4 * c : 4 * c + 4])]
+            assert len(different) <= 1 and 0 not in different  # at most one chunk, never the first, is rewritten
+            if different:
+                target = different[0]
+                assert any(torch.equal(row[4 * target : 4 * target + 4], dealt_row[4 * s : 4 * s + 4])
+                           for s in range(target))
+                changed += 1
+    assert 16 <= changed <= 48  # of 64 windows, about half (a copy of an identical chunk would not show)
+    with pytest.raises(ValueError, match="whole chunks"):
+        WindowBatches(windows, 8, 0, 1, seed=3, repeat_chunks=0.5, chunk=5)
+    with pytest.raises(ValueError, match="repeat_chunks=1.5"):
+        tiny_config(shared, Path("unused"), family="memory", repeat_chunks=1.5)
+    with pytest.raises(ValueError, match="family='memory'"):
+        tiny_config(shared, Path("unused"), family="mixer", repeat_chunks=0.25)
