@@ -62,10 +62,10 @@ def run_window(variant: str, n_ctx: int, data, args: argparse.Namespace) -> dict
     return {**result, "variant": variant, "n_ctx": n_ctx, "minutes": args.minutes, "seed": args.seed}
 
 
-def long_run_points(metrics_dir: Path) -> dict[int, tuple[float, float]]:
-    """window -> (minutes, held-out accuracy) at the end of the kernel's long runs: the recipe's own (where its
-    metrics are kept) and ``autoencoder_windows_20min.json``'s."""
-    points = {}
+def long_run_points(metrics_dir: Path) -> dict[str, dict[int, tuple[float, float]]]:
+    """variant -> window -> (minutes, held-out accuracy) at the end of the long runs: the recipe's own (kernel,
+    where its metrics are kept) and every run in ``autoencoder_windows_20min.json`` (``--minutes 20``)."""
+    points: dict[str, dict[int, tuple[float, float]]] = {}
     for n_ctx, name in RECIPE_RUNS.items():
         path = metrics_dir / name
         if not path.exists():
@@ -74,13 +74,12 @@ def long_run_points(metrics_dir: Path) -> dict[int, tuple[float, float]]:
         evals = [r for r in rows if "val_token_accuracy" in r]
         seconds = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
         if evals and seconds:
-            points[n_ctx] = (seconds[-1] / 60, evals[-1]["val_token_accuracy"])
-    long_runs = metrics_dir.parent / "autoencoder_windows_20min.json"  # --minutes 20 --variants kernel runs
+            points.setdefault("kernel", {})[n_ctx] = (seconds[-1] / 60, evals[-1]["val_token_accuracy"])
+    long_runs = metrics_dir.parent / "autoencoder_windows_20min.json"
     if long_runs.exists():
         for row in json.loads(long_runs.read_text(encoding="utf-8")):
-            if row["variant"] == "kernel":
-                points.setdefault(row["n_ctx"], (row["seconds"] / 60, row["accuracy"]))
-    return dict(sorted(points.items()))
+            points.setdefault(row["variant"], {}).setdefault(row["n_ctx"], (row["seconds"] / 60, row["accuracy"]))
+    return {variant: dict(sorted(by_window.items())) for variant, by_window in points.items()}
 
 
 def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
@@ -120,7 +119,7 @@ def rerun_command(rows: list[dict], out: Path) -> str:
     return "python benchmarks/findings/autoencoder_windows.py " + " ".join(parts)
 
 
-def plot(rows: list[dict], long_runs: dict[int, tuple[float, float]], path: Path) -> None:
+def plot(rows: list[dict], long_runs: dict[str, dict[int, tuple[float, float]]], path: Path) -> None:
     """Top: final accuracy against window length per variant. Below: accuracy against time, one panel a window."""
     import matplotlib
 
@@ -137,10 +136,14 @@ def plot(rows: list[dict], long_runs: dict[int, tuple[float, float]], path: Path
         if mine:
             top.plot([r["n_ctx"] for r in mine], [r["accuracy"] for r in mine], marker="o", color=color,
                      label=variant)
-    if long_runs:
-        top.scatter(list(long_runs), [a for _, a in long_runs.values()], marker="*", s=160, color=colors["kernel"],
-                    zorder=5, label="kernel, long runs (" + ", ".join(
-                        f"{n} tokens: {m:.0f} min" for n, (m, _) in long_runs.items()) + ")")
+    drawn = {(r["variant"], r["n_ctx"], round(r["seconds"])) for r in rows}
+    for variant, by_window in long_runs.items():
+        by_window = {n: (m, a) for n, (m, a) in by_window.items() if (variant, n, round(m * 60)) not in drawn}
+        if not by_window:  # every long run of this variant is a row of this plot already
+            continue
+        top.scatter(list(by_window), [a for _, a in by_window.values()], marker="*", s=160, color=colors[variant],
+                    edgecolor="black", linewidth=0.5, zorder=5, label=f"{variant}, long runs (" + ", ".join(
+                        f"{n}: {m:.0f} min" for n, (m, _) in by_window.items()) + ")")
     top.set_xscale("log", base=2)
     top.set_xticks(lengths, [str(n) for n in lengths])
     top.set_xlabel("window length (tokens)")
