@@ -74,3 +74,24 @@ def test_autoencoder_windows_writes_each_run_and_resumes(tmp_path):
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["steps"] > 0 for r in second)
     assert "| 8 | kernel |" in out.with_suffix(".md").read_text(encoding="utf-8")
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_long_run_points_read_the_recipe_metrics_and_every_20_minute_run(tmp_path):
+    """The stars: the recipe's last evaluation (as kernel, at its elapsed minutes) and each variant's 20-minute
+    runs; a window the recipe's metrics already give keeps the recipe's point; a plot does not star its own rows."""
+    script = load_script("autoencoder_windows")
+    metrics = tmp_path / "run_metrics"
+    metrics.mkdir()
+    (metrics / "autoencoder_32.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 10, "val_token_accuracy": 0.5}, {"step": 20, "train_loss": 1.0, "elapsed_s": 1200.0},
+        {"step": 20, "val_token_accuracy": 0.9}]) + "\n", encoding="utf-8")
+    (tmp_path / "autoencoder_windows_20min.json").write_text(json.dumps([
+        {"variant": "kernel", "n_ctx": 32, "seconds": 1100.0, "accuracy": 0.1},
+        {"variant": "kernel", "n_ctx": 64, "seconds": 1174.0, "accuracy": 0.49},
+        {"variant": "transformer", "n_ctx": 16, "seconds": 1180.0, "accuracy": 0.8}]), encoding="utf-8")
+    points = script.long_run_points(metrics)
+    assert points == {"kernel": {32: (20.0, 0.9), 64: (1174.0 / 60, 0.49)}, "transformer": {16: (1180.0 / 60, 0.8)}}
+    # a plot of the 20-minute runs themselves stars only the others
+    own = [{"variant": "kernel", "n_ctx": 64, "seconds": 1174.0}, {"variant": "transformer", "n_ctx": 16,
+                                                                      "seconds": 1180.2}]
+    assert script.other_long_runs(own, points) == {"kernel": {32: (20.0, 0.9)}}

@@ -95,13 +95,26 @@ def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
     best = {n: max((r for r in rows if r["n_ctx"] == n), key=lambda r: r["accuracy"]) for n in
             sorted({r["n_ctx"] for r in rows})}
     verdict = "; ".join(f"{n} tokens: `{r['variant']}` {r['accuracy']:.1%}" for n, r in best.items())
+    stars = other_long_runs(rows, long_run_points(out.parent / "run_metrics"))
+    starred = "; ".join(f"{variant} at {n} tokens: {accuracy:.1%} after {minutes:.0f} min"
+                        for variant, by_window in stars.items() for n, (minutes, accuracy) in by_window.items())
     out.with_suffix(".md").write_text(
         f"# Autoencoder token accuracy against window length\n\nCommand: `{rerun_command(rows, out)}` (see its "
         "docstring); the same wall-clock budget per run on 2 CPU cores, the recipe's training (windows at random "
         "offsets, cosine sized to the budget, bf16 autocast).\n\n"
-        f"{table}\n\n**Best variant per window:** {verdict}.\n\n![{out.name}]({out.name}.png)\n",
-        encoding="utf-8")
-    plot(rows, long_run_points(out.parent / "run_metrics"), out.with_suffix(".png"))
+        f"{table}\n\n**Best variant per window:** {verdict}.\n\n"
+        + (f"Long runs drawn as stars, not rows of this table: {starred}.\n\n" if starred else "")
+        + f"![{out.name}]({out.name}.png)\n", encoding="utf-8")
+    plot(rows, stars, out.with_suffix(".png"))
+
+
+def other_long_runs(rows: list[dict], long_runs: dict[str, dict[int, tuple[float, float]]]
+                    ) -> dict[str, dict[int, tuple[float, float]]]:
+    """The long runs that are not ``rows`` themselves (a run is its variant, window and seconds run)."""
+    own = {(r["variant"], r["n_ctx"], round(r["seconds"])) for r in rows}
+    others = {variant: {n: (m, a) for n, (m, a) in by_window.items() if (variant, n, round(m * 60)) not in own}
+              for variant, by_window in long_runs.items()}
+    return {variant: by_window for variant, by_window in others.items() if by_window}
 
 
 def rerun_command(rows: list[dict], out: Path) -> str:
@@ -120,7 +133,8 @@ def rerun_command(rows: list[dict], out: Path) -> str:
 
 
 def plot(rows: list[dict], long_runs: dict[str, dict[int, tuple[float, float]]], path: Path) -> None:
-    """Top: final accuracy against window length per variant. Below: accuracy against time, one panel a window."""
+    """Top: final accuracy against window length per variant, ``long_runs`` as stars. Below: accuracy against
+    time, one panel a window."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,11 +150,7 @@ def plot(rows: list[dict], long_runs: dict[str, dict[int, tuple[float, float]]],
         if mine:
             top.plot([r["n_ctx"] for r in mine], [r["accuracy"] for r in mine], marker="o", color=color,
                      label=variant)
-    drawn = {(r["variant"], r["n_ctx"], round(r["seconds"])) for r in rows}
     for variant, by_window in long_runs.items():
-        by_window = {n: (m, a) for n, (m, a) in by_window.items() if (variant, n, round(m * 60)) not in drawn}
-        if not by_window:  # every long run of this variant is a row of this plot already
-            continue
         top.scatter(list(by_window), [a for _, a in by_window.values()], marker="*", s=160, color=colors[variant],
                     edgecolor="black", linewidth=0.5, zorder=5, label=f"{variant}, long runs (" + ", ".join(
                         f"{n}: {m:.0f} min" for n, (m, _) in by_window.items()) + ")")
