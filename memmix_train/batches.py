@@ -45,6 +45,8 @@ class WindowBatches:
         if repeat_chunks > 0 and (chunk is None or windows.window % chunk or windows.window // chunk < 2):
             raise ValueError(f"train.repeat_chunks={repeat_chunks} needs windows of at least 2 whole chunks; got "
                              f"window {windows.window}, chunk {chunk}")
+        if repeat_chunks > 0 and bool((windows.num_tokens < windows.window).any()):  # a copy would move padding
+            raise ValueError("train.repeat_chunks needs full packed windows (no padded last window)")
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:

@@ -348,6 +348,9 @@ def test_repeat_chunks_copy_an_earlier_chunk_into_a_later_one_in_about_that_frac
     assert 16 <= changed <= 48  # of 64 windows, about half (a copy of an identical chunk would not show)
     with pytest.raises(ValueError, match="whole chunks"):
         WindowBatches(windows, 8, 0, 1, seed=3, repeat_chunks=0.5, chunk=5)
+    windows.num_tokens[-1] = 5
+    with pytest.raises(ValueError, match="full packed windows"):
+        WindowBatches(windows, 8, 0, 1, seed=3, repeat_chunks=0.5, chunk=4)
     with pytest.raises(ValueError, match="repeat_chunks=1.5"):
         tiny_config(shared, Path("unused"), family="memory", repeat_chunks=1.5)
     with pytest.raises(ValueError, match="family='memory'"):
