@@ -75,13 +75,12 @@ class WindowBatches:
         chosen = torch.rand(self.global_batch, generator=generator) < self.repeat_chunks
         targets = torch.randint(1, chunks, (self.global_batch,), generator=generator)
         sources = (torch.rand(self.global_batch, generator=generator) * targets).long()  # uniform in [0, target)
-        chosen, targets, sources = (self._rank_slice(v, rows) for v in (chosen, targets, sources))
-        input_ids, labels = batch["input_ids"].clone(), batch["labels"].clone()
-        for row in torch.nonzero(chosen).flatten().tolist():
-            target, source = targets[row] * self.chunk, sources[row] * self.chunk
-            input_ids[row, target : target + self.chunk] = input_ids[row, source : source + self.chunk]
-            labels[row, target : target + self.chunk] = labels[row, source : source + self.chunk]
-        return {**batch, "input_ids": input_ids, "labels": labels}
+        chosen, targets, sources = (self._rank_slice(v, rows)[:, None] for v in (chosen, targets, sources))
+        # each position reads itself, or, inside a chosen window's target chunk, the same place in the source chunk
+        positions = torch.arange(self.windows.window)[None, :]
+        rewritten = chosen & (positions // self.chunk == targets)
+        index = torch.where(rewritten, positions - (targets - sources) * self.chunk, positions)
+        return {**batch, "input_ids": batch["input_ids"].gather(1, index), "labels": batch["labels"].gather(1, index)}
 
     def _shifted(self, micro_step: int, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Windows ``rows`` moved forward along the token stream by offsets drawn for the whole global batch (so
