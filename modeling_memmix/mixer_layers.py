@@ -86,17 +86,20 @@ class MaskedTokenMixing(nn.Module):
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, self.width))
 
     def forward(self, x: torch.Tensor, history: torch.Tensor | None = None,
-                start: int | torch.Tensor | None = None) -> torch.Tensor:
+                start: int | torch.Tensor | None = None, *, from_position: int = 0) -> torch.Tensor:
         """(B, T, d) normalized inputs -> (B, T, d) mixed, with T <= n_ctx.
 
         With ``history`` (from `new_history`) the ``T`` inputs are new positions starting at ``start`` (an int
         shared by all rows, or ``(B,)`` per-row positions): their values are written into the history and mixed
         with everything before them, without recomputing earlier positions. Both paths run `mix_rows`, so the
         cached output is the full forward's by construction.
+
+        Without ``history``, ``from_position`` keeps only the outputs at positions ``from_position .. T-1``
+        (``(B, T - from_position, d)``): an encoder needs its last position alone.
         """
         values = self.split_heads(x)
         if history is None:
-            return self.merge_heads(self.mix_rows(values, 0))  # every row of the window
+            return self.merge_heads(self.mix_rows(values, from_position))  # rows from_position .. T-1
         past, rows = self.write_history(values, history, start)
         return self.merge_heads(self.mix_rows(past, rows))
 
@@ -220,8 +223,10 @@ class MixerBlock(nn.Module):
         self.ff = FeedForward(width, intermediate)
 
     def forward(self, x: torch.Tensor, history: torch.Tensor | None = None,
-                start: int | torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.mixing(self.mixer_norm(x), history, start)
+                start: int | torch.Tensor | None = None, *, from_position: int = 0) -> torch.Tensor:
+        """As `MaskedTokenMixing.forward`; ``from_position`` > 0 returns only positions ``from_position ..``,
+        computing the mixing and the feed-forward for those positions alone."""
+        x = x[:, from_position:] + self.mixing(self.mixer_norm(x), history, start, from_position=from_position)
         return x + self.ff(self.ff_norm(x))
 
 
@@ -248,6 +253,16 @@ class MixerStack(nn.Module):
         for layer, history in zip(self.layers, histories, strict=True):
             x = layer(x, history, start)
         return x
+
+    def last_position(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) -> (B, d): the stack's output at the last position, what an encoder keeps.
+
+        The last block computes its mixing and feed-forward for that one position only (the same numbers as
+        ``self(x)[:, -1]``, a quarter less work for a 2 + 2-layer autoencoder)."""
+        *earlier, last = self.layers
+        for layer in earlier:
+            x = layer(x)
+        return last(x, from_position=x.shape[1] - 1)[:, 0]
 
     def new_histories(self, batch_size: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         """One preallocated history buffer per layer, for incremental decoding."""
@@ -333,6 +348,10 @@ class TransformerStack(nn.Module):
                       is_causal=self.causal and attention_mask is None)
         return x
 
+    def last_position(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) -> (B, d): the output at the last position (every position is computed: attention's
+        keys and values need them all)."""
+        return self(x)[:, -1]
 
     # ----- incremental decoding: start, restart rows, step -------------------------------------------------------
 

@@ -55,7 +55,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """(N, T) token ids -> (N, embedding_dim) embeddings."""
-        hidden = self.stack(self.embed_tokens(input_ids))[:, -1]
+        hidden = self.stack.last_position(self.embed_tokens(input_ids))
         if self.down is None:
             return self.noise(hidden)
         if self.noise_before_bottleneck:

@@ -77,6 +77,25 @@ def test_autoencoder_masks_do_what_the_config_says(variant):
             assert (a[:, : t + 1] - b[:, : t + 1]).abs().max() > 1e-3, "an unmasked stack must see later positions"
 
 
+@pytest.mark.parametrize("variant", sorted(AUTOENCODER_VARIANTS))
+def test_encoder_computing_only_its_last_position_gives_the_full_stacks_embedding_and_gradients(variant):
+    """`last_position` skips the last block's other positions; the embedding and every gradient must not move."""
+    torch.manual_seed(0)
+    encoder = MixerAutoencoder(autoencoder_config(variant)).encoder
+    inputs = encoder.embed_tokens(random_ids(3, 16)).detach().requires_grad_()
+    short = encoder.stack.last_position(inputs)
+    full = encoder.stack(inputs)[:, -1]
+    torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(full)
+    short_grads = torch.autograd.grad((short * weights).sum(), [inputs, *encoder.stack.parameters()], allow_unused=True)
+    full_grads = torch.autograd.grad((full * weights).sum(), [inputs, *encoder.stack.parameters()], allow_unused=True)
+    for a, b in zip(short_grads, full_grads, strict=True):
+        if b is None or not b.abs().sum():
+            assert a is None or not a.abs().sum()
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant", sorted(MEMORY_VARIANTS))
 def test_memory_model_is_causal_across_chunks(variant):
     """Nothing after position t reaches the logits at positions <= t, within and across chunks.

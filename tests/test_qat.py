@@ -63,7 +63,7 @@ def random_ids(rows: int, length: int = N_CTX, seed: int = 1) -> torch.Tensor:
 def last_hidden(model: MixerAutoencoder, ids: torch.Tensor) -> torch.Tensor:
     """The encoder's hidden state at the last position, before the bottleneck."""
     encoder = model.encoder
-    return encoder.stack(encoder.embed_tokens(ids))[:, -1]
+    return encoder.stack.last_position(encoder.embed_tokens(ids))
 
 
 def stored_bytes(tensors: dict[str, torch.Tensor]) -> int:
