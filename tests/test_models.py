@@ -181,6 +181,7 @@ FRESH_LOADER = textwrap.dedent(
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
     jobs = json.load(open(sys.argv[1]))
+    torch.set_num_threads(jobs[0]["threads"])  # bit-equal results need the parent's thread count
     for job in jobs:
         auto = {"AutoModel": AutoModel, "AutoModelForCausalLM": AutoModelForCausalLM}[job["auto"]]
         model = auto.from_pretrained(job["folder"], trust_remote_code=True).eval()
@@ -228,7 +229,8 @@ def test_checkpoints_load_as_remote_code_in_a_fresh_process(tmp_path):
             else:
                 expected[name] = model(ids).logits
         jobs.append({"folder": str(folder), "auto": auto, "ids": str(tmp_path / f"{name}_ids.pt"),
-                     "result": str(tmp_path / f"{name}_out.pt"), "class": class_name})
+                     "result": str(tmp_path / f"{name}_out.pt"), "class": class_name,
+                     "threads": torch.get_num_threads()})
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     (tmp_path / "loader.py").write_text(FRESH_LOADER)
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
