@@ -3,9 +3,8 @@ full stack followed by its last row (the path before `MixerStack.last_position`)
 
 The encoder keeps only the hidden state at the last position, so the last block's mixing and feed-forward need
 only that row (`MixerStack.last_position`). Both paths train the same model (same weights, each with its own
-AdamW) on the shipped recipes' shapes: 32-token windows, batch 32 (``autoencoder_32.json``) and 128-token
-windows, batch 16 (``autoencoder_128.json``), width 256, 2 + 2 layers, k = 64, bf16 autocast, fused AdamW, the
-chunked loss. Steps are timed in interleaved rounds, each path keeping its median, so load from other programs
+AdamW) with the model settings and batch size of the shipped presets (``configuration/autoencoder_32.json``,
+``autoencoder_128.json``; ``--presets`` for others), bf16 autocast, fused AdamW, the chunked loss. Steps are timed in interleaved rounds, each path keeping its median, so load from other programs
 biases neither; the speedup is a ratio within this run. The memory model's encoder is the same module and gains
 the same way. Run (about two minutes on 2 CPU cores)::
 
@@ -15,6 +14,7 @@ the same way. Run (about two minutes on 2 CPU cores)::
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from modeling_memmix import MixerAutoencoder, MixerAutoencoderConfig  # noqa: E402
 from modeling_memmix.mixer_layers import MixerStack  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 PATHS = ("full stack, last row", "last position only")
-SHAPES = {32: 32, 128: 16}  # n_ctx -> batch, as the shipped presets
+PRESETS = ["autoencoder_32", "autoencoder_128"]
 
 
 @contextmanager
@@ -59,12 +60,22 @@ def make_step(model: MixerAutoencoder, batch: torch.Tensor):
     return step
 
 
-def time_shape(n_ctx: int, batch_size: int, rounds: int, kernel: int) -> dict[str, list[float]]:
+def preset_shape(name: str) -> tuple[MixerAutoencoderConfig, int]:
+    """The model config and batch size of ``configuration/<name>.json`` (vocabulary 4000, the presets' own)."""
+    path = REPO / "configuration" / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"error: no preset {path}")
+    preset = json.loads(path.read_text(encoding="utf-8"))
+    if preset.get("family") != "autoencoder":
+        raise SystemExit(f"error: {path} is a {preset.get('family')!r} preset, not an autoencoder")
+    vocab = preset.get("data", {}).get("vocab_size", 4000)
+    return MixerAutoencoderConfig(vocab_size=vocab, **preset["model"]), preset["train"]["batch_size"]
+
+
+def time_shape(config: MixerAutoencoderConfig, batch_size: int, rounds: int) -> dict[str, list[float]]:
     torch.manual_seed(0)
-    config = MixerAutoencoderConfig(vocab_size=4000, hidden_size=256, num_hidden_layers=2, n_ctx=n_ctx,
-                                    mixer_kernel_size=kernel)
     model = MixerAutoencoder(config)
-    batch = torch.randint(0, config.vocab_size, (batch_size, n_ctx))
+    batch = torch.randint(0, config.vocab_size, (batch_size, config.n_ctx))
     steps = {name: make_step(model, batch) for name in PATHS}
     times: dict[str, list[float]] = {name: [] for name in PATHS}
     for round_index in range(rounds + 1):  # round 0 warms up and is not kept
@@ -78,38 +89,41 @@ def time_shape(n_ctx: int, batch_size: int, rounds: int, kernel: int) -> dict[st
     return times
 
 
-def report(rows: list[tuple[int, int, dict[str, list[float]]]], args, seconds: float) -> str:
+def report(rows: list[tuple[str, MixerAutoencoderConfig, int, dict[str, list[float]]]], args, seconds: float) -> str:
     lines = [
         "# Autoencoder training: the encoder's last block for its last position only",
         "",
         f"Written by `python benchmarks/bench_autoencoder_encoder.py --rounds {args.rounds}` in {seconds:.0f} s. "
         f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads. "
-        "One training step = forward with the chunked loss, backward, fused AdamW; bf16 autocast; width 256, "
-        f"2 + 2 layers, k = {args.kernel}; the median of {args.rounds} interleaved steps per path.",
+        "One training step = forward with the chunked loss, backward, fused AdamW; bf16 autocast; the median of "
+        f"{args.rounds} interleaved steps per path; the presets' model settings and batch size.",
         "",
-        "| n_ctx | batch | " + " | ".join(f"{name} (ms/step)" for name in PATHS) + " | speedup |",
-        "|---|---|---|---|---|",
+        "| preset | n_ctx | width | ff | k | layers | batch | " + " | ".join(f"{name} (ms/step)" for name in PATHS)
+        + " | speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n_ctx, batch, times in rows:
-        medians = [statistics.median(times[name]) * 1000 for name in PATHS]
-        lines.append(f"| {n_ctx} | {batch} | {medians[0]:.1f} | {medians[1]:.1f} | **{medians[0] / medians[1]:.2f}x** |")
+    for name, config, batch, times in rows:
+        medians = [statistics.median(times[path]) * 1000 for path in PATHS]
+        lines.append(f"| {name} | {config.n_ctx} | {config.hidden_size} | {config.intermediate_size} | "
+                     f"{config.mixer_kernel_size} | {config.encoder_layers} + {config.decoder_layers} | {batch} | "
+                     f"{medians[0]:.1f} | {medians[1]:.1f} | **{medians[0] / medians[1]:.2f}x** |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--kernel", type=int, default=64)
-    parser.add_argument("--n_ctx", type=int, nargs="+", default=sorted(SHAPES), choices=sorted(SHAPES))
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--presets", nargs="+", default=PRESETS, help="autoencoder presets in configuration/")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS_autoencoder_encoder.md"))
     args = parser.parse_args(argv)
     started = time.time()
     rows = []
-    for n_ctx in args.n_ctx:
-        rows.append((n_ctx, SHAPES[n_ctx], time_shape(n_ctx, SHAPES[n_ctx], args.rounds, args.kernel)))
-        print(f"n_ctx {n_ctx} done", flush=True)
+    for name in args.presets:
+        config, batch = preset_shape(name)
+        rows.append((name, config, batch, time_shape(config, batch, args.rounds)))
+        print(f"{name} done", flush=True)
     text = report(rows, args, time.time() - started)
-    args.output.write_text(text)
+    args.output.write_text(text, encoding="utf-8")
     print(text)
 
 

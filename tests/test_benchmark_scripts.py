@@ -53,6 +53,20 @@ def test_crossovers_name_the_lengths_between_which_the_order_changes():
     assert not any("peak memory" in line for line in lines)  # no numbers, no claims
 
 
+def test_autoencoder_encoder_benchmark_times_both_paths_of_a_preset(tmp_path):
+    output = tmp_path / "encoder.md"
+    done = run([sys.executable, "benchmarks/bench_autoencoder_encoder.py", "--presets", "autoencoder_tiny",
+                "--rounds", "1", "--output", str(output)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in output.read_text().splitlines() if line.startswith("| autoencoder_tiny |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:7] == ["32", "128", "512", "64", "2 + 2", "32"]  # read from configuration/autoencoder_tiny.json
+    assert float(cells[7]) > 0 and float(cells[8]) > 0 and cells[9].startswith("**")
+    refused = run([sys.executable, "benchmarks/bench_autoencoder_encoder.py", "--presets", "mixer_tiny",
+                   "--output", str(tmp_path / "no.md")], tmp_path)
+    assert refused.returncode != 0 and "is a 'mixer' preset, not an autoencoder" in refused.stderr
+
+
 @pytest.mark.slow
 def test_long_context_runs_end_to_end_at_toy_sizes(tmp_path):
     output = tmp_path / "long.md"
