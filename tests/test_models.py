@@ -181,7 +181,7 @@ FRESH_LOADER = textwrap.dedent(
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
     jobs = json.load(open(sys.argv[1]))
-    torch.set_num_threads(jobs[0]["threads"])  # bit-equal results need the parent's thread count
+    torch.set_num_threads(jobs[0]["threads"])  # the parent's thread count, for the same reduction order
     for job in jobs:
         auto = {"AutoModel": AutoModel, "AutoModelForCausalLM": AutoModelForCausalLM}[job["auto"]]
         model = auto.from_pretrained(job["folder"], trust_remote_code=True).eval()
@@ -241,7 +241,10 @@ def test_checkpoints_load_as_remote_code_in_a_fresh_process(tmp_path):
         name = pathlib.Path(job["folder"]).name
         loaded = torch.load(job["result"])
         assert loaded["class"] == job["class"]
-        assert torch.equal(loaded["values"], expected[name]), f"{name}: logits differ after remote loading"
+        # float-rounding tolerance, not bit equality: oneDNN may pick another reduction order for the encoder's
+        # one-row conv in a process that has run other models first (seen only in the full suite)
+        torch.testing.assert_close(loaded["values"], expected[name], rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: outputs differ after remote loading: {m}")
 
 
 # ----- 4. every variant trains ----------------------------------------------------------------------------------
