@@ -4,8 +4,9 @@ full stack followed by its last row (the path before `MixerStack.last_position`)
 The encoder keeps only the hidden state at the last position, so the last block's mixing and feed-forward need
 only that row (`MixerStack.last_position`). Both paths train the same model (same weights, each with its own
 AdamW) with the model settings and batch size of the shipped presets (``configuration/autoencoder_32.json``,
-``autoencoder_128.json``; ``--presets`` for others), bf16 autocast, fused AdamW, the chunked loss. Steps are timed in interleaved rounds, each path keeping its median, so load from other programs
-biases neither; the speedup is a ratio within this run. The memory model's encoder is the same module and gains
+``autoencoder_128.json``; ``--presets`` for others), bf16 autocast, fused AdamW, the chunked loss. Steps are
+timed in interleaved rounds, each path keeping its median, so load from other programs biases neither; the
+speedup is a ratio within this run. The memory model's encoder is the same module and gains
 the same way. Run (about two minutes on 2 CPU cores)::
 
     python benchmarks/bench_autoencoder_encoder.py        # writes benchmarks/RESULTS_autoencoder_encoder.md
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for modeling_memmix
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the repository root, for modeling_memmix
 
 from modeling_memmix import MixerAutoencoder, MixerAutoencoderConfig  # noqa: E402
 from modeling_memmix.mixer_layers import MixerStack  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 PATHS = ("full stack, last row", "last position only")
 PRESETS = ["autoencoder_32", "autoencoder_128"]
 
