@@ -95,3 +95,22 @@ def test_long_run_points_read_the_recipe_metrics_and_every_20_minute_run(tmp_pat
     own = [{"variant": "kernel", "n_ctx": 64, "seconds": 1174.0}, {"variant": "transformer", "n_ctx": 16,
                                                                       "seconds": 1180.2}]
     assert script.other_long_runs(own, points) == {"kernel": {32: (20.0, 0.9)}}
+
+
+def test_rerun_command_of_a_sparse_window_grid_trains_only_the_tables_runs(tmp_path):
+    """Variants run at different windows: one command per set of windows (the later ones resume), never the
+    product of every variant with every window; a full grid stays one command."""
+    script = load_script("autoencoder_windows")
+    out = tmp_path / "grid"
+    sparse = [{"variant": "heads", "n_ctx": 16, "minutes": 20.0}, {"variant": "transformer", "n_ctx": 16,
+                                                                     "minutes": 20.0},
+              {"variant": "transformer", "n_ctx": 64, "minutes": 20.0}, {"variant": "kernel", "n_ctx": 64,
+                                                                          "minutes": 20.0}]
+    commands = script.rerun_command(sparse, out).split(" && ")
+    assert [c.split("--windows ")[1].split(" --")[0] for c in commands] == ["16", "64", "16 64"]
+    assert "--variants heads " in commands[0] and "--resume" not in commands[0]
+    assert "--variants kernel " in commands[1] and commands[1].endswith("--resume")
+    assert "--variants transformer " in commands[2] and f"--out {out} --resume" in commands[2]
+    full = [{"variant": v, "n_ctx": n, "minutes": 4.0, "seed": 1} for v in script.VARIANTS for n in (8, 32)]
+    assert script.rerun_command(full, script.FINDINGS_DIR / "autoencoder_windows") == (
+        "python benchmarks/findings/autoencoder_windows.py --minutes 4 --seed 1 --windows 8 32")

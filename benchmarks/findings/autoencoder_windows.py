@@ -119,18 +119,33 @@ def other_long_runs(rows: list[dict], long_runs: dict[str, dict[int, tuple[float
 
 
 def rerun_command(rows: list[dict], out: Path) -> str:
-    """The command line that measures ``rows`` again (their budgets, seeds, windows and variants)."""
-    def values(key: str) -> str:
-        present = sorted({r.get(key, 0) for r in rows})
+    """The command lines that measure ``rows`` again (their budgets, seeds, windows and variants).
+
+    A sparse grid (variants run at different windows) gets one command per set of windows, the later ones with
+    ``--resume``, so that rerunning trains exactly the runs of the table and no others.
+    """
+    def values(key: str, subset: list[dict]) -> str:
+        present = sorted({r.get(key, 0) for r in subset})
         return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in present)
 
-    variants = " ".join(v for v in VARIANTS if any(r["variant"] == v for r in rows))
-    parts = [f"--minutes {values('minutes')}", f"--seed {values('seed')}", f"--windows {values('n_ctx')}"]
-    if variants != " ".join(VARIANTS):
-        parts.append(f"--variants {variants}")
-    if out != FINDINGS_DIR / "autoencoder_windows":
-        parts.append(f"--out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return "python benchmarks/findings/autoencoder_windows.py " + " ".join(parts)
+    windows_of = {v: tuple(sorted({r["n_ctx"] for r in rows if r["variant"] == v})) for v in VARIANTS}
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for variant, windows in windows_of.items():
+        if windows:
+            groups.setdefault(windows, []).append(variant)
+    commands = []
+    for index, (windows, variants) in enumerate(groups.items()):
+        subset = [r for r in rows if r["variant"] in variants]
+        parts = [f"--minutes {values('minutes', subset)}", f"--seed {values('seed', subset)}",
+                 f"--windows {' '.join(map(str, windows))}"]
+        if variants != list(VARIANTS):
+            parts.append(f"--variants {' '.join(variants)}")
+        if out != FINDINGS_DIR / "autoencoder_windows":
+            parts.append(f"--out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+        if index:
+            parts.append("--resume")
+        commands.append("python benchmarks/findings/autoencoder_windows.py " + " ".join(parts))
+    return " && ".join(commands)
 
 
 def plot(rows: list[dict], long_runs: dict[str, dict[int, tuple[float, float]]], path: Path) -> None:
