@@ -34,15 +34,18 @@ BASE_SCHEDULE = {"lr": 2e-3, "batch_size": 32, "warmup_steps": 100}
 # name -> (config overrides, schedule overrides)
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "base": ({}, {}),
+    "lr_3e-3": ({}, {"lr": 3e-3}),
     "lr_5e-3": ({}, {"lr": 5e-3}),
     "lr_1e-2": ({}, {"lr": 1e-2}),
     "batch_16": ({}, {"batch_size": 16}),
     "batch_128": ({}, {"batch_size": 128}),
+    "wd_0.1": ({}, {"weight_decay": 0.1}),
     "batch_128_lr_5e-3": ({}, {"batch_size": 128, "lr": 5e-3}),
     "nonc_enc": ({"encoder_causal": False}, {}),
     "nonc_both": ({"encoder_causal": False, "decoder_causal": False}, {}),
     "wide_512": ({"hidden_size": 512}, {}),
     "wide_768": ({"hidden_size": 768}, {}),
+    "ff_512": ({"intermediate_size": 512}, {}),
     "ff_1024": ({"intermediate_size": 1024}, {}),
     "deep_4_4": ({"encoder_layers": 4, "decoder_layers": 4}, {}),
     "enc_4_dec_2": ({"encoder_layers": 4}, {}),
