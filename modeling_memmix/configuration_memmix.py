@@ -70,6 +70,9 @@ class MemmixBaseConfig(PreTrainedConfig):
             every earlier token.
         num_attention_heads: heads of the Llama blocks used by ``"transformer"`` stacks.
         layer_norm_eps: epsilon of the layer norms.
+        hidden_dropout: dropout probability on the output of each mixer block's token mixing and feed-forward
+            (before the residual add), in training mode only; ``0.0`` (the default, as in the seed) adds no
+            dropout module at all. The Llama blocks of ``"transformer"`` stacks do not read it.
         initializer_range: std of the normal init of linear and embedding weights.
         embedding_format: optional storage format (one of ``EMBEDDING_FORMATS``) of the embeddings an encoder
             hands on (the decoder reads them as stored); ``None`` keeps float embeddings. Checkpoints saved
@@ -101,6 +104,7 @@ class MemmixBaseConfig(PreTrainedConfig):
     mixer_kernel_size: int = 1
     num_attention_heads: int = 4
     layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
     use_cache: bool = True
@@ -137,6 +141,9 @@ class MemmixBaseConfig(PreTrainedConfig):
         _check_positive("mixer_kernel_size", self.mixer_kernel_size)
         _check_positive("num_attention_heads", self.num_attention_heads)
         self.validate_mixing()
+        dropout = self.hidden_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"hidden_dropout={dropout!r} must be a probability in [0, 1)")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"

@@ -212,25 +212,27 @@ class FeedForward(nn.Module):
 
 
 class MixerBlock(nn.Module):
-    """Pre-norm block: ``y = x + Mix(LN(x))``, then ``y + FF(LN(y))``."""
+    """Pre-norm block: ``y = x + Drop(Mix(LN(x)))``, then ``y + Drop(FF(LN(y)))`` (``Drop`` is the identity unless
+    ``dropout`` > 0)."""
 
     def __init__(self, width: int, n_ctx: int, causal: bool, heads: int, kernel_size: int, intermediate: int,
-                 eps: float):
+                 eps: float, dropout: float = 0.0):
         super().__init__()
         self.mixer_norm = nn.LayerNorm(width, eps=eps)
         self.mixing = MaskedTokenMixing(width, n_ctx, heads, kernel_size, causal)
         self.ff_norm = nn.LayerNorm(width, eps=eps)
         self.ff = FeedForward(width, intermediate)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, history: torch.Tensor | None = None,
                 start: int | torch.Tensor | None = None, *, from_position: int = 0) -> torch.Tensor:
         """As `MaskedTokenMixing.forward`; ``from_position`` > 0 returns only positions ``from_position ..``,
         computing the mixing and the feed-forward for those positions alone."""
-        mixed = self.mixing(self.mixer_norm(x), history, start, from_position=from_position)
+        mixed = self.dropout(self.mixing(self.mixer_norm(x), history, start, from_position=from_position))
         # no slice when every position is kept: a no-op slice here breaks torch 2.13's compiled backward
         # (aot_autograd, tests/test_compile.py)
         x = (x[:, from_position:] if from_position else x) + mixed
-        return x + self.ff(self.ff_norm(x))
+        return x + self.dropout(self.ff(self.ff_norm(x)))
 
 
 class MixerStack(nn.Module):
@@ -242,7 +244,8 @@ class MixerStack(nn.Module):
         self.n_ctx = n_ctx
         self.causal = causal
         self.layers = nn.ModuleList(
-            MixerBlock(width, n_ctx, causal, heads, kernel_size, config.ff_size(width), config.layer_norm_eps)
+            MixerBlock(width, n_ctx, causal, heads, kernel_size, config.ff_size(width), config.layer_norm_eps,
+                       config.hidden_dropout)
             for _ in range(depth)
         )
 

@@ -454,3 +454,39 @@ def test_checkpoints_naming_the_storage_format_embedding_quantization_still_load
     (tmp_path / "config.json").write_text(json.dumps(saved))
     loaded = MixerAutoencoder.from_pretrained(tmp_path)
     assert loaded.config.embedding_format == "int8" and loaded.config.embedding_quantization == "int8"
+
+
+DROPOUT_FAMILIES = [
+    (mixer_config, "flat", MixerForCausalLM, 16),
+    (autoencoder_config, "repeat", MixerAutoencoder, 16),
+    (memory_config, "past_fixed", MemoryMixerForCausalLM, 48),
+]
+
+
+@pytest.mark.parametrize("make_config, variant, model_class, length", DROPOUT_FAMILIES)
+def test_hidden_dropout_acts_in_training_mode_only_and_leaves_the_weights_alone(make_config, variant, model_class,
+                                                                                length):
+    """Same seed, dropout 0.3 or none: the same weights, the same eval-mode loss; in training mode the loss changes
+    from pass to pass. Without dropout no dropout module is built (the seed's blocks have none)."""
+    ids = random_ids(2, length)
+    models = {}
+    for p in (0.0, 0.3):
+        torch.manual_seed(0)
+        models[p] = model_class(make_config(variant, hidden_dropout=p))
+    plain, dropped = models[0.0], models[0.3]
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in dropped.modules())
+    for (name, a), (_, b) in zip(plain.state_dict().items(), dropped.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    plain.eval(), dropped.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids, labels=ids).loss, dropped(input_ids=ids, labels=ids).loss)
+        dropped.train()
+        first, second = (dropped(input_ids=ids, labels=ids).loss for _ in range(2))
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, True, "0.1"])
+def test_bad_hidden_dropout_names_the_value(value):
+    with pytest.raises(ValueError, match=rf"hidden_dropout={value!r} must be a probability in \[0, 1\)"):
+        MixerConfig(**TINY, hidden_dropout=value)
