@@ -62,6 +62,13 @@ def evaluate_mixer(loaded: LoadedModel, input_ids: torch.Tensor, options: Option
     return {"losses": losses, "summary": summarize_losses(losses, target_bytes)}
 
 
+def position_profile(losses: torch.Tensor, predicted: torch.Tensor, input_ids: torch.Tensor) -> dict[str, list]:
+    """Reconstruction CE and token accuracy at each window position, averaged over windows: where in the window
+    the embedding's information runs out."""
+    return {"cross_entropy": losses.mean(dim=0).tolist(),
+            "token_accuracy": (predicted == input_ids).double().mean(dim=0).tolist()}
+
+
 def evaluate_autoencoder(loaded: LoadedModel, input_ids: torch.Tensor, options: Options) -> dict:
     """Reconstruction measures for the float embedding and each storage format."""
     options = EvaluatorOptions.coerce(options)
@@ -70,10 +77,12 @@ def evaluate_autoencoder(loaded: LoadedModel, input_ids: torch.Tensor, options: 
     trained_format = config.embedding_format or REFERENCE_FORMAT
     formats = list(dict.fromkeys([REFERENCE_FORMAT, *options.embedding_formats, trained_format]))
     window = config.max_sequence_length  # tokens per embedding: the whole window
-    per_format = {}
+    per_format, per_position = {}, {}
     for embedding_format in formats:
         stored = None if embedding_format == REFERENCE_FORMAT else embedding_format
         scores = autoencoder_scores(model, input_ids, stored, options.batch_size, options.progress)
+        if embedding_format == trained_format:
+            per_position = position_profile(scores["losses"], scores["predicted"], input_ids)
         summary = summarize_losses(scores["losses"], target_bytes)
         data = {**summary, "windows": input_ids.shape[0], "vectors": input_ids.shape[0]}
         per_format[embedding_format] = {
@@ -93,6 +102,7 @@ def evaluate_autoencoder(loaded: LoadedModel, input_ids: torch.Tensor, options: 
     return {
         "summary": {**per_format[trained_format], "embedding_format": trained_format},
         "formats": per_format,
+        "per_position": per_position,
         "embedding_dim": config.embedding_dim,
         "embedding_bits_per_byte_formula": formula,
     }

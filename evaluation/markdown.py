@@ -97,7 +97,21 @@ def _autoencoder_section(results: dict) -> str:
         "Embedding cost from the formula n_p * b_p / (n_ctx * bytes/token):",
         "",
         table(["bits per value", *formula.keys()], [["embedding bits per byte", *formula.values()]]),
+        *_position_lines(results.get("per_position")),
     ])
+
+
+def _position_lines(per_position: dict | None) -> list[str]:
+    """Token accuracy in each quarter of the window (configured format): where the embedding's information ends."""
+    if not per_position:
+        return []
+    accuracy = per_position["token_accuracy"]
+    bounds = [len(accuracy) * quarter // 4 for quarter in range(5)]
+    spans = [(start, end) for start, end in zip(bounds, bounds[1:]) if end > start]
+    return ["", "Token accuracy by quarter of the window (configured format; every position in "
+                "`window_positions.png`):", "",
+            table(["positions", *(f"{start + 1}-{end}" for start, end in spans)],
+                  [["token accuracy", *(sum(accuracy[start:end]) / (end - start) for start, end in spans)]])]
 
 
 def _memory_section(results: dict) -> str:

@@ -2,6 +2,7 @@
 
 - `plot_bits_per_byte`: models against classical compressors, one horizontal bar each, lower is better.
 - `plot_chunk_losses`: a memory model's loss at each chunk position, e.g. with memory vs without.
+- `plot_window_positions`: an autoencoder's accuracy and reconstruction CE at each position of its window.
 - `plot_training_curves`: train/validation loss and validation bits per byte from a JSON-lines log.
 
 Every function writes the PNG (creating parent folders) and returns its path.
@@ -108,6 +109,22 @@ def plot_chunk_losses(
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
+    return _save(figure, path)
+
+
+def plot_window_positions(per_position: Mapping[str, Sequence[float]], path: str | Path) -> Path:
+    """The autoencoder's token accuracy and reconstruction CE at each position of the window (1 = first token)."""
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for axes, key, label in ((top, "token_accuracy", "token accuracy"),
+                             (bottom, "cross_entropy", "reconstruction CE (nats)")):
+        values = list(per_position[key])
+        axes.plot(range(1, len(values) + 1), values)
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+    top.set_ylim(0, 1.02)
+    top.set_title("Regeneration by position in the window")
+    bottom.set_xlabel("token position")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(figure, path)
 
 

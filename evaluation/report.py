@@ -34,7 +34,8 @@ What is measured (formulas in evaluation/metrics.py and docs/MISSION.md "Measure
 - **autoencoder**: for the float embedding and each storage format (bf16, fp16, e4m3, e5m2, int8, int4):
   reconstruction cross-entropy, Hamming accuracy, information retained ``I_e``, the embedding's real
   stored size (codes + scales) and the formula ``n_p * b_p`` at 4 / 8 / 16 / 32 bits, and total bits per
-  byte (embedding + residual cross-entropy).
+  byte (embedding + residual cross-entropy); and, for the configured format, accuracy and CE at each position
+  of the window (a table by quarter and ``window_positions.png``).
 - **memory model**: loss per chunk position with memories as trained and with memories removed (see
   evaluation/scoring.py: each chunk decoded like a first chunk), and in oracle mode the normalized loss of
   each storage format; the copy task (second half of a window repeats the first).

@@ -161,7 +161,7 @@ def create_report(options: ReportOptions) -> dict:
 
 def write_plots(report: dict, out: Path, training_log: str | None) -> list[str]:
     """PNG charts next to the report; returns their file names."""
-    from evaluation.plots import plot_bits_per_byte, plot_chunk_losses, plot_training_curves
+    from evaluation.plots import plot_bits_per_byte, plot_chunk_losses, plot_training_curves, plot_window_positions
 
     paths = [plot_bits_per_byte(report["bits_per_byte"], out / "bits_per_byte.png",
                                 model_names=[k for k in report["bits_per_byte"] if k.startswith("memmix")])]
@@ -169,6 +169,8 @@ def write_plots(report: dict, out: Path, training_log: str | None) -> list[str]:
         per_chunk = report["results"]["per_chunk"]
         lines = {label.replace("_", " "): [c["cross_entropy"] for c in chunks] for label, chunks in per_chunk.items()}
         paths.append(plot_chunk_losses(lines, out / "chunk_losses.png"))
+    if report["family"] == "autoencoder" and report["results"].get("per_position"):
+        paths.append(plot_window_positions(report["results"]["per_position"], out / "window_positions.png"))
     if training_log:
         paths.append(plot_training_curves(training_log, out / "training_curves.png"))
     return [path.name for path in paths]

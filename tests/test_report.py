@@ -218,6 +218,15 @@ def test_autoencoder_report_equals_encode_decode(documents, tokenizer, corpus_fi
     assert formats["fp32"]["cross_entropy"] == pytest.approx(float(output.loss), rel=1e-5)
     accuracy = float((output.logits.argmax(-1) == input_ids).float().mean())
     assert formats["fp32"]["hamming_accuracy"] == pytest.approx(accuracy)
+    # per position (the configured format, fp32 here): the forward's accuracy and loss at each window position
+    profile = report["results"]["per_position"]
+    hits = (output.logits.argmax(-1) == input_ids).double().mean(0)
+    losses = torch.nn.functional.cross_entropy(output.logits.transpose(1, 2), input_ids, reduction="none").mean(0)
+    assert profile["token_accuracy"] == pytest.approx(hits.tolist())
+    assert profile["cross_entropy"] == pytest.approx(losses.tolist(), rel=1e-5)
+    markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| positions | 1-" in markdown and "window_positions.png" in report["plots"]
+    assert (tmp_path / "out" / "window_positions.png").read_bytes().startswith(b"\x89PNG")
     # int8: 16 one-byte codes + one 16-bit scale per window, charged on top of the residual
     assert formats["int8"]["bits_per_vector"] == 16 * 8 + 16
     residual_bits = formats["int8"]["cross_entropy"] * input_ids.numel() / math.log(2)
