@@ -161,7 +161,12 @@ def create_report(options: ReportOptions) -> dict:
 
 def write_plots(report: dict, out: Path, training_log: str | None) -> list[str]:
     """PNG charts next to the report; returns their file names."""
-    from evaluation.plots import plot_bits_per_byte, plot_chunk_losses, plot_training_curves, plot_window_positions
+    from evaluation.plots import (
+        plot_bits_per_byte,
+        plot_chunk_losses,
+        plot_training_curves,
+        plot_window_positions,
+    )
 
     paths = [plot_bits_per_byte(report["bits_per_byte"], out / "bits_per_byte.png",
                                 model_names=[k for k in report["bits_per_byte"] if k.startswith("memmix")])]
