@@ -114,3 +114,17 @@ def test_rerun_command_of_a_sparse_window_grid_trains_only_the_tables_runs(tmp_p
     full = [{"variant": v, "n_ctx": n, "minutes": 4.0, "seed": 1} for v in script.VARIANTS for n in (8, 32)]
     assert script.rerun_command(full, script.FINDINGS_DIR / "autoencoder_windows") == (
         "python benchmarks/findings/autoencoder_windows.py --minutes 4 --seed 1 --windows 8 32")
+
+
+def test_best_per_window_counts_the_starred_long_runs():
+    """A starred run of a comparable budget that beats every row of its window is named best (marked as starred);
+    a star at a window without rows adds no window, and a star of a much longer budget does not compete."""
+    script = load_script("autoencoder_windows")
+    rows = [{"variant": "transformer", "n_ctx": 32, "accuracy": 0.48, "minutes": 20.0},
+            {"variant": "heads", "n_ctx": 16, "accuracy": 0.85, "minutes": 20.0},
+            {"variant": "transformer", "n_ctx": 16, "accuracy": 0.99, "minutes": 20.0}]
+    stars = {"kernel": {32: (20.0, 0.959), 8: (20.0, 1.0)}, "heads": {16: (18.0, 0.5)}}
+    assert script.best_per_window(rows, stars) == (
+        "16 tokens: `transformer` 99.0%; 32 tokens: `kernel` (starred run, 20 min) 95.9%")
+    short = [{**r, "minutes": 4.0} for r in rows]
+    assert script.best_per_window(short, stars) == "16 tokens: `transformer` 99.0%; 32 tokens: `transformer` 48.0%"

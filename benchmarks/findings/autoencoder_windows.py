@@ -93,10 +93,8 @@ def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
          "train loss", "parameters"],
         [[r["n_ctx"], r["variant"], r.get("seed", 0), r["minutes"], round(r["seconds"]), r["steps"],
           f"{r['accuracy']:.4f}", f"{r['ce']:.3f}", f"{r['train_loss']:.3f}", r["parameters"]] for r in rows])
-    best = {n: max((r for r in rows if r["n_ctx"] == n), key=lambda r: r["accuracy"]) for n in
-            sorted({r["n_ctx"] for r in rows})}
-    verdict = "; ".join(f"{n} tokens: `{r['variant']}` {r['accuracy']:.1%}" for n, r in best.items())
     stars = other_long_runs(rows, long_run_points(out.parent / "run_metrics"))
+    verdict = best_per_window(rows, stars)
     starred = "; ".join(f"{variant} at {n} tokens: {accuracy:.1%} after {minutes:.0f} min"
                         for variant, by_window in stars.items() for n, (minutes, accuracy) in by_window.items())
     out.with_suffix(".md").write_text(
@@ -107,6 +105,22 @@ def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
         + (f"Long runs drawn as stars, not rows of this table: {starred}.\n\n" if starred else "")
         + f"![{out.name}]({out.name}.png)\n", encoding="utf-8")
     plot(rows, stars, out.with_suffix(".png"))
+
+
+def best_per_window(rows: list[dict], stars: dict[str, dict[int, tuple[float, float]]]) -> str:
+    """The most accurate run at each window of ``rows``, counting the starred long runs (marked as such) whose
+    budget is comparable: at least 3/4 of the window's longest row budget and at most 1/4 over it."""
+    candidates: dict[int, list[tuple[float, str]]] = {}
+    budget: dict[int, float] = {}
+    for r in rows:
+        candidates.setdefault(r["n_ctx"], []).append((r["accuracy"], f"`{r['variant']}`"))
+        budget[r["n_ctx"]] = max(budget.get(r["n_ctx"], 0.0), r["minutes"])
+    for variant, by_window in stars.items():
+        for n, (minutes, accuracy) in by_window.items():
+            if n in candidates and 0.75 * budget[n] <= minutes <= 1.25 * budget[n]:
+                candidates[n].append((accuracy, f"`{variant}` (starred run, {minutes:.0f} min)"))
+    best = {n: max(candidates[n]) for n in sorted(candidates)}
+    return "; ".join(f"{n} tokens: {label} {accuracy:.1%}" for n, (accuracy, label) in best.items())
 
 
 def other_long_runs(rows: list[dict], long_runs: dict[str, dict[int, tuple[float, float]]]
@@ -128,6 +142,7 @@ def rerun_command(rows: list[dict], out: Path) -> str:
         present = sorted({r.get(key, 0) for r in subset})
         return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in present)
 
+    out = Path(out).resolve()
     windows_of = {v: tuple(sorted({r["n_ctx"] for r in rows if r["variant"] == v})) for v in VARIANTS}
     groups: dict[tuple[int, ...], list[str]] = {}
     for variant, windows in windows_of.items():
