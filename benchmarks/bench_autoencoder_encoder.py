@@ -15,7 +15,6 @@ the same way. Run (about two minutes on 2 CPU cores)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -28,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the repository root, for modeling_memmix
 
+from memmix_train.config import load_preset  # noqa: E402
 from modeling_memmix import MixerAutoencoder, MixerAutoencoderConfig  # noqa: E402
 from modeling_memmix.mixer_layers import MixerStack  # noqa: E402
 
@@ -62,15 +62,14 @@ def make_step(model: MixerAutoencoder, batch: torch.Tensor):
 
 
 def preset_shape(name: str) -> tuple[MixerAutoencoderConfig, int]:
-    """The model config and batch size of ``configuration/<name>.json`` (vocabulary 4000, the presets' own)."""
+    """The model config and batch size of ``configuration/<name>.json`` (its own vocabulary size)."""
     path = REPO / "configuration" / f"{name}.json"
     if not path.is_file():
         raise SystemExit(f"error: no preset {path}")
-    preset = json.loads(path.read_text(encoding="utf-8"))
-    if preset.get("family") != "autoencoder":
-        raise SystemExit(f"error: {path} is a {preset.get('family')!r} preset, not an autoencoder")
-    vocab = preset.get("data", {}).get("vocab_size", 4000)
-    return MixerAutoencoderConfig(vocab_size=vocab, **preset["model"]), preset["train"]["batch_size"]
+    preset = load_preset(path)
+    if preset.family != "autoencoder":
+        raise SystemExit(f"error: {path} is a {preset.family!r} preset, not an autoencoder")
+    return MixerAutoencoderConfig(vocab_size=preset.data.vocab_size, **preset.model), preset.train.batch_size
 
 
 def time_shape(config: MixerAutoencoderConfig, batch_size: int, rounds: int) -> dict[str, list[float]]:

@@ -478,7 +478,8 @@ def test_hidden_dropout_acts_in_training_mode_only_and_leaves_the_weights_alone(
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in dropped.modules())
     for (name, a), (_, b) in zip(plain.state_dict().items(), dropped.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
-    plain.eval(), dropped.eval()
+    plain.eval()
+    dropped.eval()
     with torch.no_grad():
         assert torch.equal(plain(input_ids=ids, labels=ids).loss, dropped(input_ids=ids, labels=ids).loss)
         dropped.train()
