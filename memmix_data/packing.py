@@ -35,7 +35,7 @@ _CACHE_FORMAT_VERSION = "1"
 # ---------------------------------------------------------------------------------------------
 
 
-def _document_position(document: str, seed: int) -> float:
+def _document_position(document: str, seed: int | str) -> float:
     """A number in [0, 1) fixed by the document text and the seed."""
     digest = hashlib.sha256(f"{seed}\x00{document}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -66,6 +66,28 @@ def split_documents(
     train = [doc for doc in documents if doc not in validation_texts]
     validation = [doc for doc in documents if doc in validation_texts]
     return train, validation
+
+
+def keep_fraction(documents: Iterable[str], fraction: float, seed: int = 0) -> list[str]:
+    """The share `fraction` of `documents` picked by a hash of their text (salted apart from the split's).
+
+    For data-scaling runs: the subsets are nested (every document kept at 0.25 is kept at 0.5), and
+    the pick is independent of which side of the split a document is on. Order is kept; at least
+    one document is kept. `fraction=1` returns every document.
+    """
+    check_train_fraction(fraction)
+    documents = list(documents)
+    if fraction == 1.0 or not documents:
+        return documents
+    positions = [_document_position(doc, f"keep-{seed}") for doc in documents]
+    kept = [doc for doc, pos in zip(documents, positions) if pos < fraction]
+    return kept or [documents[min(range(len(documents)), key=positions.__getitem__)]]
+
+
+def check_train_fraction(fraction: float) -> None:
+    """Refuse a share of training documents outside (0, 1]."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train_fraction={fraction!r} must be a share of the training documents in (0, 1]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,17 +274,20 @@ def load_or_build_windows(
     text_column: str = "text",
     hub_split: str = "train",
     max_documents: int | None = None,
+    train_fraction: float = 1.0,
 ) -> PackedWindows:
     """Packed windows of one side ("train" or "validation") of a corpus, cached on disk.
 
     The corpus is loaded with `load_documents`, split by `split_documents` and packed with
-    `pack_documents`. The result is saved under `cache_dir` with a key made of the corpus
+    `pack_documents`; the train side keeps only the share `train_fraction` of its documents
+    (`keep_fraction`), the validation side is never cut. The result is saved under `cache_dir` with a key made of the corpus
     fingerprint, the tokenizer fingerprint, the window, the split and the split settings; the next
     call with the same key reads the file (`from_cache=True`) instead of tokenizing again.
     `hub_split` is the split of a Hub dataset to read the documents from.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_train_fraction(train_fraction)
     key = _cache_key(
         version=_CACHE_FORMAT_VERSION,
         corpus=corpus_fingerprint(documents_spec),
@@ -274,6 +299,7 @@ def load_or_build_windows(
         text_column=text_column,
         hub_split=hub_split,
         max_documents=max_documents,
+        **({"train_fraction": train_fraction} if split == "train" and train_fraction != 1.0 else {}),
     )
     path = Path(cache_dir) / f"windows-{split}-{window}-{key}.safetensors"
     if path.is_file():
@@ -284,6 +310,8 @@ def load_or_build_windows(
     train_docs, validation_docs = split_documents(
         documents, validation_fraction=validation_fraction, seed=seed
     )
+    if split == "train":
+        train_docs = keep_fraction(train_docs, train_fraction, seed=seed)
     windows = pack_documents(train_docs if split == "train" else validation_docs, tokenizer, window)
     _save_windows_atomically(windows, path)
     return windows

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memmix_data import check_train_fraction
 from modeling_memmix.families import FAMILIES, Family
 
 SECTIONS = ("model", "data", "train")
@@ -50,9 +51,16 @@ class DataConfig:
     max_documents: int | None = None  # read only the first N documents (quick runs)
     validation_fraction: float = 0.05
     split_seed: int = 0
+    train_fraction: float = 1.0  # train on this share of the training documents (nested, hash-picked); validation kept
     tokenizer: str | None = None  # folder of an existing tokenizer; None = train one (saved in output_dir/tokenizer)
     vocab_size: int = 8000  # size of a newly trained tokenizer
     cache_dir: str = "runs/cache"  # packed windows are cached here and reused
+
+    def __post_init__(self) -> None:
+        try:
+            check_train_fraction(self.train_fraction)
+        except ValueError as error:
+            raise ValueError(f"data.{error}") from None
 
 
 @dataclass

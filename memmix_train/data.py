@@ -13,6 +13,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from memmix_data import (
     PackedWindows,
     TooLittleTextError,
+    keep_fraction,
     load_documents,
     load_or_build_windows,
     load_or_train_tokenizer,
@@ -36,10 +37,12 @@ def tokenizer_source(config: RunConfig) -> str | None:
 
 
 def training_documents(data: DataConfig) -> Iterator[str]:
-    """The train side of the corpus, read only when iterated (a saved tokenizer needs no documents)."""
+    """The train side of the corpus (its share ``data.train_fraction``), read only when iterated (a saved tokenizer
+    needs no documents)."""
     documents = load_documents(data.corpus, text_column=data.text_column, split=data.hub_split,
                                max_documents=data.max_documents)
-    yield from split_documents(documents, data.validation_fraction, data.split_seed)[0]
+    train = split_documents(documents, data.validation_fraction, data.split_seed)[0]
+    yield from keep_fraction(train, data.train_fraction, seed=data.split_seed)
 
 
 def prepare_tokenizer(config: RunConfig, accelerator: Accelerator) -> PreTrainedTokenizerBase:
@@ -65,11 +68,13 @@ def prepare_windows(data: DataConfig, tokenizer, window: int, split: str, accele
                 data.corpus, tokenizer, window=window, split=split, cache_dir=data.cache_dir,
                 validation_fraction=data.validation_fraction, seed=data.split_seed,
                 text_column=data.text_column, hub_split=data.hub_split, max_documents=data.max_documents,
+                train_fraction=data.train_fraction,
             )
         except TooLittleTextError as error:  # other errors (a bad file) carry their own advice
             raise ValueError(
                 f"Cannot build {split} windows of {window} tokens from corpus {data.corpus!r}: {error}. "
-                f"Use more text (data.max_documents={data.max_documents}) or a shorter window (model.n_ctx)."
+                f"Use more text (data.max_documents={data.max_documents}, data.train_fraction={data.train_fraction}) "
+                "or a shorter window (model.n_ctx)."
             ) from error
 
 

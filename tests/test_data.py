@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -15,6 +16,7 @@ from memmix_data import (
     PackedWindows,
     builtin_documents,
     builtin_fingerprint,
+    keep_fraction,
     load_documents,
     load_or_build_windows,
     load_or_train_tokenizer,
@@ -353,6 +355,38 @@ def test_split_is_by_document_deterministic_and_never_empty():
         split_documents(["same", "same"])
     with pytest.raises(ValueError, match="validation_fraction"):
         split_documents(documents, validation_fraction=1.0)
+
+
+def test_keep_fraction_is_nested_ordered_and_never_empty():
+    documents = [f"training document {i}" for i in range(400)]
+    quarter, half = keep_fraction(documents, 0.25), keep_fraction(documents, 0.5)
+    assert set(quarter) < set(half) < set(documents)  # nested subsets for a data-scaling curve
+    assert 60 <= len(quarter) <= 140 and 160 <= len(half) <= 240
+    assert half == [doc for doc in documents if doc in set(half)]  # order kept
+    assert keep_fraction(documents, 0.5) == half and keep_fraction(documents, 0.5, seed=1) != half
+    assert keep_fraction(documents, 1.0) == documents
+    assert len(keep_fraction(["only one", "and two"], 1e-9)) == 1
+    # salted apart from the split: the kept quarter is not the quarter the split holds out
+    _, held_out = split_documents(documents, validation_fraction=0.25)
+    assert len(set(keep_fraction(documents, 0.25)) & set(held_out)) < len(held_out) / 2
+    for bad in (0, -0.5, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match=r"train_fraction=.* must be a share of the training documents"):
+            keep_fraction(documents, bad)
+
+
+def test_train_fraction_cuts_only_the_train_windows(tmp_path, small_documents, tokenizer):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": d}) for d in small_documents[:80]), encoding="utf-8")
+    cache = tmp_path / "cache"
+    build = functools.partial(load_or_build_windows, str(corpus), tokenizer, window=32, cache_dir=cache)
+    full, half = build(split="train"), build(split="train", train_fraction=0.5)
+    assert not half.from_cache and 0.2 * len(full) < len(half) < 0.8 * len(full)
+    assert build(split="train", train_fraction=0.5).from_cache and build(split="train").from_cache
+    validation = build(split="validation")
+    cut_validation = build(split="validation", train_fraction=0.5)
+    assert cut_validation.from_cache and torch.equal(cut_validation.input_ids, validation.input_ids)
+    with pytest.raises(ValueError, match="train_fraction=0"):
+        build(split="validation", train_fraction=0)
 
 
 def test_pack_windows_shapes_bytes_and_dataloader(small_documents, tokenizer):
