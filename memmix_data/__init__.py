@@ -15,6 +15,7 @@ from .corpus import (
     check_local_files,
     check_utf8,
     load_documents,
+    package_docstrings,
 )
 from .packing import (
     PackedWindows,
@@ -52,6 +53,7 @@ __all__ = [
     "load_or_build_windows",
     "load_or_train_tokenizer",
     "pack_documents",
+    "package_docstrings",
     "split_documents",
     "token_byte_lengths",
     "token_bytes",

@@ -66,6 +66,8 @@ _SKIPPED_STDLIB_DIRS = frozenset(
         "lib2to3",
     }
 )
+# Folders of an installed package that hold tests or vendored copies of other packages.
+_SKIPPED_PACKAGE_DIRS = frozenset({"test", "tests", "testing", "__pycache__", "_vendor", "vendor", "vendored"})
 _LOADERS_BY_SUFFIX = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _UTF8_CHECK_CHUNK_BYTES = 1 << 20
 
@@ -75,18 +77,21 @@ _UTF8_CHECK_CHUNK_BYTES = 1 << 20
 # ---------------------------------------------------------------------------------------------
 
 
-def _stdlib_source_files() -> list[Path]:
-    """Python source files of the standard library in sorted, platform-independent order."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+def _source_files(root: Path, skipped_dirs: frozenset[str]) -> list[Path]:
+    """Python source files under ``root`` in sorted, platform-independent order, outside ``skipped_dirs``
+    and test files."""
     found = []
     for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(
-            d for d in subdirs if d not in _SKIPPED_STDLIB_DIRS and not d.startswith("config-")
-        )
+        subdirs[:] = sorted(d for d in subdirs if d not in skipped_dirs and not d.startswith("config-"))
         for name in sorted(files):
             if name.endswith(".py") and not name.startswith("test_"):
                 found.append(Path(directory) / name)
     return found
+
+
+def _stdlib_source_files() -> list[Path]:
+    """Python source files of the standard library in sorted, platform-independent order."""
+    return _source_files(Path(sysconfig.get_paths()["stdlib"]), _SKIPPED_STDLIB_DIRS)
 
 
 def _docstrings_of_source(path: Path) -> list[str]:
@@ -109,12 +114,16 @@ def _pydoc_topics() -> list[str]:
     return [topics[key] for key in sorted(topics)]
 
 
+def _kept_documents(texts: Iterable[str]) -> tuple[str, ...]:
+    """Cleaned texts of at least `MIN_BUILTIN_DOCUMENT_CHARS`, exact duplicates dropped, first-seen order kept."""
+    candidates = (inspect.cleandoc(text).strip() for text in texts)
+    return tuple(dict.fromkeys(text for text in candidates if len(text) >= MIN_BUILTIN_DOCUMENT_CHARS))
+
+
 @functools.lru_cache(maxsize=1)
 def _builtin_documents_tuple() -> tuple[str, ...]:
     texts = itertools.chain.from_iterable(_docstrings_of_source(path) for path in _stdlib_source_files())
-    candidates = (inspect.cleandoc(text).strip() for text in itertools.chain(texts, _pydoc_topics()))
-    kept = (text for text in candidates if len(text) >= MIN_BUILTIN_DOCUMENT_CHARS)
-    return tuple(dict.fromkeys(kept))  # drop exact duplicates, keep first-seen order
+    return _kept_documents(itertools.chain(texts, _pydoc_topics()))
 
 
 def builtin_documents() -> list[str]:
@@ -123,6 +132,16 @@ def builtin_documents() -> list[str]:
     Deterministic for a given Python installation; computed once per process.
     """
     return list(_builtin_documents_tuple())
+
+
+def package_docstrings(root: str | os.PathLike) -> list[str]:
+    """The built-in corpus's recipe applied to any source tree: the docstrings (at least 200 characters, exact
+    duplicates dropped) of every Python file under ``root``, in sorted path order, outside test and vendored
+    folders. For corpora larger than the built-in one (e.g. installed packages, in data-scaling runs)."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"No source folder {str(root)!r} to read docstrings from")
+    files = _source_files(Path(root), _SKIPPED_PACKAGE_DIRS)
+    return list(_kept_documents(itertools.chain.from_iterable(_docstrings_of_source(path) for path in files)))
 
 
 @functools.lru_cache(maxsize=1)

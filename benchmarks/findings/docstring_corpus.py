@@ -1,0 +1,88 @@
+"""A corpus larger than the built-in one, made the same way: the docstrings of installed packages, written as a
+JSON-lines file that ``data.corpus`` reads next to ``"builtin"`` (the data-scaling runs of docs/FINDINGS.md)::
+
+    python benchmarks/findings/docstring_corpus.py --out runs/corpora/package_docstrings.jsonl
+    python train_accelerate.py --preset configuration/autoencoder_128.json \\
+        --set 'data.corpus=["builtin", "runs/corpora/package_docstrings.jsonl"]' \\
+        --set data.tokenizer=runs/autoencoder_128/tokenizer --set train.output_dir=runs/autoencoder_128_packages
+
+Packages are read from their source files with ``ast`` (never imported), test and vendored folders skipped
+(`memmix_data.package_docstrings`). A docstring that is also a built-in document is left out, and the split is by
+a hash of each document's text, so the built-in corpus's held-out documents stay held out, and unseen, in a run
+that adds this file. The text depends on the installed versions; the file's name, size and per-package counts are
+printed so a run can say what it read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from memmix_data import builtin_documents, package_docstrings  # noqa: E402
+
+DEFAULT_PACKAGES = ("numpy", "pandas", "sympy", "matplotlib", "networkx", "datasets", "torch", "transformers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES),
+                        help="installed top-level packages to read (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="the .jsonl file to write (its folder is created)")
+    return parser
+
+
+def package_folder(name: str) -> Path:
+    """The source folder of an installed top-level package, found without importing it."""
+    spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"error: {name!r} is not an installed package (a folder of Python sources)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def write_jsonl_atomically(records: list[dict], path: Path) -> None:
+    """All of ``records`` as JSON lines in ``path``, or no file at all if writing stops half-way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.suffix != ".jsonl":
+        raise SystemExit(f"error: --out {out} must end in .jsonl (data.corpus reads it as JSON lines)")
+    folders = {name: package_folder(name) for name in args.packages}  # every name checked before any reading
+    seen = set(builtin_documents())
+    records, counts = [], {}
+    for name, folder in tqdm(folders.items(), desc="packages", unit="package"):
+        kept = [text for text in package_docstrings(folder) if text not in seen]
+        seen.update(kept)
+        records += [{"text": text, "package": name} for text in kept]
+        counts[name] = (len(kept), sum(len(text.encode()) for text in kept))
+    if not records:
+        raise SystemExit(f"error: the packages {args.packages} hold no docstring of 200 characters or more")
+    write_jsonl_atomically(records, out)
+    for name, (documents, size) in counts.items():
+        print(f"{name:>14}: {documents:6d} documents, {size / 1e6:6.2f} MB  ({folders[name]})")
+    total = sum(size for _, size in counts.values())
+    print(f"wrote {out}: {len(records)} documents, {total / 1e6:.2f} MB of text")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
