@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,56 @@ def test_best_per_window_counts_the_starred_long_runs():
         "16 tokens: `transformer` 99.0%; 32 tokens: `kernel` (starred run, 20 min) 95.9%")
     short = [{**r, "minutes": 4.0} for r in rows]
     assert script.best_per_window(short, stars) == "16 tokens: `transformer` 99.0%; 32 tokens: `transformer` 48.0%"
+
+
+def test_data_scaling_slope_pooling_and_verdict():
+    """The data-scaling script's arithmetic on made-up runs: accuracy = 0.1 + 0.03 log2(tokens / 1000) gives a slope
+    of 3 points per doubling, pooled means and spreads by share, and the verdict weighs the slope against the
+    spread."""
+    script = load_script("autoencoder_data_scaling")
+    rows = [{"corpus": "builtin", "train_fraction": share, "train_tokens": 1000 * 2**level, "seed": seed, "steps": 100.0,
+             "held_out_accuracy": 0.1 + 0.03 * level + noise, "held_out_ce": 4.0 - level / 10,
+             "seen_accuracy": 0.2 + 0.03 * level, "seen_ce": 3.0}
+            for share, level in ((0.25, 0), (0.5, 1), (1.0, 2)) for seed, noise in ((0, 0.005), (1, -0.005))]
+    slope, intercept = script.slope_per_doubling(rows)
+    assert slope == pytest.approx(0.03) and intercept == pytest.approx(0.1 - 0.03 * math.log2(1000))
+    pooled = script.pool_by_share(rows)
+    assert [entry["train_fraction"] for entry in pooled] == [0.25, 0.5, 1.0]
+    assert pooled[1]["held_out_accuracy"] == pytest.approx(0.13) and pooled[1]["seeds"] == [0, 1]
+    spread = script.seed_spread(pooled)
+    assert spread == pytest.approx(0.00707, abs=1e-4)
+    assert script.data_verdict(slope, spread) == "data-limited"
+    assert script.data_verdict(0.001, spread) == "not data-limited"
+    assert script.data_verdict(0.01, spread) == "inconclusive"
+    crossing = script.crossing_tokens(slope, intercept, 0.5)
+    assert intercept + slope * math.log2(crossing) == pytest.approx(0.5)
+    assert script.crossing_tokens(-0.01, intercept, 0.5) is None
+    with pytest.raises(SystemExit, match="one training share"):
+        script.slope_per_doubling(rows[:2])
+
+
+def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch):
+    """A made-up installed package: its long docstrings are written as JSON lines; short ones, those in its tests
+    folder and one that repeats a built-in document are left out; a missing package stops before any writing."""
+    from memmix_data import builtin_documents, load_documents, package_docstrings
+
+    package = tmp_path / "site" / "fakepkg"
+    (package / "tests").mkdir(parents=True)
+    kept = ("Kept: " + "a long explanation of what this function does. " * 6).strip()
+    builtin = builtin_documents()[0]
+    (package / "__init__.py").write_text(f'"""{kept}"""\n\ndef short():\n    """Too short."""\n', encoding="utf-8")
+    (package / "core.py").write_text(f"def again():\n    {builtin!r}\n", encoding="utf-8")
+    (package / "tests" / "helpers.py").write_text(f'"""Tests: {kept}"""\n', encoding="utf-8")
+    assert package_docstrings(package) == [kept, builtin]
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    script = load_script("docstring_corpus")
+    out = tmp_path / "corpus" / "docs.jsonl"
+    assert script.main(["--packages", "fakepkg", "--out", str(out)]) == 0
+    assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == [
+        {"text": kept, "package": "fakepkg"}]
+    assert load_documents(str(out)) == [kept]  # data.corpus reads the file
+    with pytest.raises(SystemExit, match="'no_such_package_here' is not an installed package"):
+        script.main(["--packages", "fakepkg", "no_such_package_here", "--out", str(tmp_path / "other.jsonl")])
+    assert not (tmp_path / "other.jsonl").exists()
+    with pytest.raises(FileNotFoundError, match="No source folder"):
+        package_docstrings(tmp_path / "missing")

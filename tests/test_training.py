@@ -89,6 +89,7 @@ def test_overrides_are_typed_and_bare_keys_resolve_to_their_section():
         ("train.mixed_precision=fp8", "mixed_precision='fp8'"),
         ("train.batch_size=0", "train.batch_size=0 must be a positive integer"),
         ("train.warmup_steps=-1", "warmup_steps=-1 must be an integer >= 0"),
+        ("data.train_fraction=1.5", "data.train_fraction=1.5 must be a share of the training documents in (0, 1]"),
         ("family=rnn", "family='rnn' is not supported"),
     ],
 )
@@ -148,6 +149,36 @@ def test_autoencoder_run_exports_logs_and_plots(autoencoder_run):
     assert [p.name for p in complete_checkpoints(output_dir)] == ["step_000003", "step_000006"]
     saved = json.loads((output_dir / "checkpoints" / "step_000006" / "run_config.json").read_text())
     assert saved["family"] == "autoencoder" and saved["model"]["hidden_size"] == 32
+
+
+def test_a_share_of_the_training_documents_trains_and_the_data_scaling_script_reads_it(shared, autoencoder_run,
+                                                                                         tmp_path):
+    """data.train_fraction=0.5 trains on fewer windows with the same held-out windows, and
+    benchmarks/findings/autoencoder_data_scaling.py scores both runs, pools them by share and writes its files."""
+    import importlib.util
+
+    full_dir, _ = autoencoder_run
+    half_dir = tmp_path / "half"
+    preset = tiny_preset("autoencoder", TINY_MODEL, {**builtin_data(shared), "train_fraction": 0.5}, half_dir,
+                         eval_every=3, save_every=3, eval_batches=4)
+    run_training(resolve_config(preset))
+    assert json.loads((half_dir / "run_config.json").read_text())["data"]["train_fraction"] == 0.5
+    spec = importlib.util.spec_from_file_location("data_scaling", REPO / "benchmarks" / "findings"
+                                                  / "autoencoder_data_scaling.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "scaling"
+    assert script.main([str(full_dir), str(half_dir), "--seen_windows", "8", "--out", str(out)]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    half, full = sorted(results["runs"], key=lambda row: row["train_fraction"])
+    assert (half["train_fraction"], full["train_fraction"]) == (0.5, 1.0)
+    assert 0.2 * full["train_tokens"] < half["train_tokens"] < 0.8 * full["train_tokens"]
+    assert half["held_out_windows"] == full["held_out_windows"] > 0 and half["own_held_out"] and full["own_held_out"]
+    assert results["logged_step"] == 6 and set(results["logged_held_out_accuracy"]) == {"0.5 of builtin",
+                                                                                         "1 of builtin"}
+    assert half["steps"] == full["steps"] == 6 and all(0 <= row["seen_accuracy"] <= 1 for row in results["runs"])
+    assert results["verdict"].startswith("inconclusive (no share has two seeds")
+    assert "| 0.5 of builtin |" in out.with_suffix(".md").read_text() and out.with_suffix(".png").stat().st_size > 1000
 
 
 def test_mixer_run_exports_a_causal_lm(shared, tmp_path):
