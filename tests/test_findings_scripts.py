@@ -155,6 +155,12 @@ def test_data_scaling_slope_pooling_and_verdict():
     assert script.crossing_tokens(-0.01, intercept, 0.5) is None
     with pytest.raises(SystemExit, match="one training share"):
         script.slope_per_doubling(rows[:2])
+    # a curve that flattens: steep over all shares, flat over the last doubling, which the verdict reads
+    flattening = [{**row, "held_out_accuracy": {1000: 0.11, 2000: 0.16, 4000: 0.21, 8000: 0.214}[row["train_tokens"]]}
+                  for row in rows + [{**rows[0], "train_fraction": 2.0, "train_tokens": 8000}]]
+    assert {row["train_tokens"] for row in script.last_doubling(flattening)} == {4000, 8000}
+    assert script.slope_per_doubling(flattening)[0] > 0.03
+    assert script.slope_per_doubling(script.last_doubling(flattening))[0] == pytest.approx(0.004)
 
 
 def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch):

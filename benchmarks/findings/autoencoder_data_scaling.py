@@ -9,10 +9,12 @@ each run trained on, as a table and a PNG against training tokens::
         runs/autoencoder_128_data025 --out docs/findings/autoencoder_128_data_scaling
 
 Runs of the same corpus and share (several seeds) are pooled into a mean and spread. The verdict is read from the
-slope of held-out accuracy against log2(training tokens) over the shares of the first run's corpus: if a doubling
-of the text buys more than twice the seed spread, the budget is spent on too little text. A larger corpus is a test
-of that line (its prediction is printed beside the measurement); the line's crossing of a target is printed as an
-extrapolation, never as a measurement.
+slope of held-out accuracy against log2(training tokens) over the last doubling of the first run's corpus (its two
+largest shares): if that doubling bought more than twice the seed spread, the budget is spent on too little text.
+The slope over all shares is printed too (a curve that flattens has a steep overall slope and a flat last one).
+A larger corpus tests the last doubling's line (its prediction is printed beside the measurement); the line's
+crossing of a target is printed as an extrapolation, never as a measurement. Each run's best held-out accuracy in
+its training log, and where it fell, shows when a small share starts to be learned by heart.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ def logged_accuracy_at(run: Path, step: int) -> float | None:
     return dict(read_evaluations(run, "val_token_accuracy")).get(step)
 
 
+def best_logged(run: Path) -> tuple[int, float]:
+    """(step, accuracy) of the run's best logged held-out token accuracy."""
+    return max(read_evaluations(run, "val_token_accuracy"), key=lambda point: point[1])
+
+
 def score_run(run: Path, held_out, tokenizer_id: str, seen_windows: int) -> dict:
     """Training share, tokens, steps and regeneration of ``held_out`` and of the run's own training windows by the
     run's exported model. ``own_held_out`` tells whether the run's validation windows are ``held_out`` (then its
@@ -106,6 +113,7 @@ def score_run(run: Path, held_out, tokenizer_id: str, seen_windows: int) -> dict
         "train_fraction": config["data"].get("train_fraction", 1.0), "train_tokens": train.total_tokens,
         "train_windows": len(train), "steps": read_evaluations(run, "val_loss")[-1][0],
         "own_held_out": torch.equal(own_validation.input_ids, held_out.input_ids),
+        "best_logged": best_logged(run) if torch.equal(own_validation.input_ids, held_out.input_ids) else None,
         "held_out_windows": len(held_out), "held_out_accuracy": scores["accuracy"], "held_out_ce": scores["ce"],
         "seen_accuracy": seen["accuracy"], "seen_ce": seen["ce"],
     }
@@ -145,14 +153,20 @@ def slope_per_doubling(rows: list[dict], key: str = "held_out_accuracy") -> tupl
     return slope, mean_y - slope * mean_x
 
 
+def last_doubling(rows: list[dict]) -> list[dict]:
+    """The runs of the two largest token counts among ``rows``."""
+    largest = sorted({row["train_tokens"] for row in rows})[-2:]
+    return [row for row in rows if row["train_tokens"] in largest]
+
+
 def seed_spread(pooled: list[dict], key: str = "held_out_accuracy") -> float:
     """The largest spread (standard deviation) of ``key`` over the seeds of one share; 0 when no share has two."""
     return max((entry[f"{key}_std"] for entry in pooled if entry["runs"] > 1), default=0.0)
 
 
 def data_verdict(slope: float, spread: float) -> str:
-    """'data-limited' when a doubling of the text buys more than twice the seed spread, 'not data-limited' when it
-    buys less than the spread, otherwise 'inconclusive'."""
+    """'data-limited' when a doubling of the text (``slope``, accuracy per doubling) buys more than twice the seed
+    spread, 'not data-limited' when it buys less than the spread, otherwise 'inconclusive'."""
     if spread == 0.0:
         return "inconclusive (no share has two seeds, so no spread to weigh the slope against)"
     if slope > 2 * spread:
@@ -182,6 +196,7 @@ def common_logged_step(rows: list[dict], runs: dict[str, Path]) -> int | None:
 
 
 def plot(pooled: list[dict], fitted: list[dict], slope: float, intercept: float, path: Path) -> None:
+    """Held-out and seen-window accuracy and CE against training tokens; the last doubling's line, extended."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -200,19 +215,31 @@ def plot(pooled: list[dict], fitted: list[dict], slope: float, intercept: float,
         axis.set_xlabel("training tokens")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-    tokens = [e["train_tokens"] for e in pooled]
+    tokens = [fitted[-2]["train_tokens"], pooled[-1]["train_tokens"]]
     line = [intercept + slope * math.log2(t) for t in tokens]
-    accuracy_axis.plot(tokens, line, ":", color="black", label=f"fit to the shares: {100 * slope:+.1f} points per doubling")
+    accuracy_axis.plot(tokens, line, ":", color="black",
+                       label=f"last doubling, extended: {100 * slope:+.1f} points per doubling")
     accuracy_axis.legend(fontsize=7)
     figure.suptitle("128-token autoencoder, same 20-minute budget, more or less text (mean ± std over seeds)")
     figure.savefig(path, dpi=110, bbox_inches="tight")
 
 
-def table_rows(pooled: list[dict], logged: dict[str, float | None]) -> list[list]:
+def best_logged_text(rows: list[dict]) -> str:
+    """'19.9 % (step 1000)' for one run, the mean and each run's step for several, '' when no run has a log on
+    the common held-out set."""
+    best = [row["best_logged"] for row in rows if row["best_logged"] is not None]
+    if not best:
+        return ""
+    steps = "/".join(str(step) for step, _ in best)
+    return f"{100 * sum(value for _, value in best) / len(best):.1f} % (step {steps})"
+
+
+def table_rows(pooled: list[dict], rows: list[dict], logged: dict[str, float | None]) -> list[list]:
     percent = lambda value: "" if value is None else f"{100 * value:.1f} %"  # noqa: E731
     return [[corpus_label(e), e["train_tokens"], f"{e['runs']} ({', '.join(map(str, e['seeds']))})",
              f"{e['steps']:.0f}", f"{100 * e['held_out_accuracy']:.1f} ± {100 * e['held_out_accuracy_std']:.1f} %",
              f"{e['held_out_ce']:.2f} ± {e['held_out_ce_std']:.2f}", percent(logged[corpus_label(e)]),
+             best_logged_text([r for r in rows if data_key(r) == (json.dumps(e["corpus"]), e["train_fraction"])]),
              f"{100 * e['seen_accuracy']:.1f} %", f"{e['seen_ce']:.2f}"] for e in pooled]
 
 
@@ -224,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     pooled = pool_by_share(rows)
     fitted_rows = [row for row in rows if row["corpus"] == rows[0]["corpus"]]
     fitted = [entry for entry in pooled if entry["corpus"] == rows[0]["corpus"]]
-    slope, intercept = slope_per_doubling(fitted_rows)
+    overall_slope, _ = slope_per_doubling(fitted_rows)
+    slope, intercept = slope_per_doubling(last_doubling(fitted_rows))
     spread = seed_spread(pooled)
     call = data_verdict(slope, spread)
     crossing = crossing_tokens(slope, intercept, args.target)
@@ -236,20 +264,24 @@ def main(argv: list[str] | None = None) -> int:
         logged[corpus_label(entry)] = sum(values) / len(values) if step is not None and values else None
     table = markdown_table(
         ["training text", "training tokens", "runs (seeds)", "steps", "held-out accuracy", "held-out CE",
-         f"held-out accuracy at step {step} (training log)", "seen-window accuracy", "seen-window CE"],
-        table_rows(pooled, logged))
+         f"held-out accuracy at step {step} (training log)", "best held-out accuracy in the training log",
+         "seen-window accuracy", "seen-window CE"],
+        table_rows(pooled, rows, logged))
     summary = (f"{len(held_out)} held-out windows of {held_out.window} tokens (those of {args.runs[0]}) for every "
-               f"run. Held-out accuracy against log2(training tokens) over the nested shares: {100 * slope:+.2f} "
-               f"points per doubling (largest seed spread {100 * spread:.2f} points): **{call}**.")
+               f"run. Held-out accuracy against log2(training tokens): {100 * overall_slope:+.2f} points per "
+               f"doubling over all nested shares, {100 * slope:+.2f} over the last doubling (largest seed spread "
+               f"{100 * spread:.2f} points): **{call}**.")
     for entry in pooled:
         if entry not in fitted:
             expected = intercept + slope * math.log2(entry["train_tokens"])
             summary += (f" {corpus_label(entry)} ({entry['train_tokens'] / fitted[-1]['train_tokens']:.3g} times the "
-                        f"tokens): the line predicts {100 * expected:.1f} %, measured "
+                        f"tokens): the last doubling's line predicts {100 * expected:.1f} %, measured "
                         f"{100 * entry['held_out_accuracy']:.1f} %.")
     if crossing is not None:
-        summary += (f" Extrapolated, not measured: the line reaches {100 * args.target:.0f} % at about "
-                    f"{crossing / 1e6:.3g} M training tokens, if it stayed straight and the budget grew with it.")
+        doublings = math.log2(crossing / pooled[-1]["train_tokens"])
+        summary += (f" Extrapolated, not measured: the last doubling's line reaches {100 * args.target:.0f} % at about "
+                    f"{crossing:.2g} training tokens, {doublings:.0f} more doublings of the largest corpus, if it "
+                    "stayed straight and the budget grew with it.")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(pooled, fitted, slope, intercept, out.with_suffix(".png"))
@@ -257,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([f"# {out.name}", "", f"Command: `{command}`", "", table, "", summary, "",
                       f"![{out.name}]({out.name}.png)", ""])
     out.with_suffix(".md").write_text(text, encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps({"runs": rows, "shares": pooled, "slope_per_doubling": slope,
+    out.with_suffix(".json").write_text(json.dumps({"runs": rows, "shares": pooled, "overall_slope_per_doubling": overall_slope,
+                                                    "last_doubling_slope": slope,
                                                     "intercept": intercept, "seed_spread": spread, "verdict": call,
                                                     "target_crossing_tokens": crossing, "logged_step": step,
                                                     "logged_held_out_accuracy": logged}, indent=1), encoding="utf-8")
