@@ -33,6 +33,12 @@ from modeling_memmix.families import get_family
 from .config import RunConfig, save_config
 
 
+def _train_share_text(data: dict) -> str:
+    """', trained on 50% of the training documents' when data.train_fraction cut them, else nothing."""
+    share = data.get("train_fraction", 1.0)
+    return "" if share == 1.0 else f"; trained on {100 * share:g}% of the training documents (data.train_fraction)"
+
+
 def check_push_possible(repo_id: str, folder: str | os.PathLike | None = None) -> None:
     """Fail early, with the way out, when ``--push_to_hub`` cannot work because the Hub is switched off."""
     check_hub_reachable(repo_id, folder, advice=f"upload it later with `hf upload {repo_id} <export folder>` or "
@@ -142,7 +148,7 @@ models the first token of each window has no prediction and its bytes are not co
 ## Training data
 
 {corpus_label}; split into train/validation by document (validation fraction
-{run_config["data"]["validation_fraction"]}).
+{run_config["data"]["validation_fraction"]}){_train_share_text(run_config["data"])}.
 {fine_tuning_section(run_config)}
 ## Training configuration
 

@@ -163,6 +163,8 @@ def test_a_share_of_the_training_documents_trains_and_the_data_scaling_script_re
                          eval_every=3, save_every=3, eval_batches=4)
     run_training(resolve_config(preset))
     assert json.loads((half_dir / "run_config.json").read_text())["data"]["train_fraction"] == 0.5
+    assert "trained on 50% of the training documents" in (half_dir / "export" / "README.md").read_text()
+    assert "% of the training documents" not in (full_dir / "export" / "README.md").read_text()
     spec = importlib.util.spec_from_file_location("data_scaling", REPO / "benchmarks" / "findings"
                                                   / "autoencoder_data_scaling.py")
     script = importlib.util.module_from_spec(spec)
