@@ -104,6 +104,7 @@ def score_run(run: Path, held_out, tokenizer_id: str, seen_windows: int) -> dict
                          "data.tokenizer so their held-out windows are the same tokens")
     train, config = run_windows(run, tokenizer, "train")
     own_validation, _ = run_windows(run, tokenizer, "validation")
+    own_held_out = torch.equal(own_validation.input_ids, held_out.input_ids)
     model = MixerAutoencoder.from_pretrained(export).eval()
     with torch.no_grad():
         scores = autoencoder_scores(model, held_out.input_ids)
@@ -112,8 +113,7 @@ def score_run(run: Path, held_out, tokenizer_id: str, seen_windows: int) -> dict
         "run": str(run), "seed": config["train"]["seed"], "corpus": config["data"]["corpus"],
         "train_fraction": config["data"].get("train_fraction", 1.0), "train_tokens": train.total_tokens,
         "train_windows": len(train), "steps": read_evaluations(run, "val_loss")[-1][0],
-        "own_held_out": torch.equal(own_validation.input_ids, held_out.input_ids),
-        "best_logged": best_logged(run) if torch.equal(own_validation.input_ids, held_out.input_ids) else None,
+        "own_held_out": own_held_out, "best_logged": best_logged(run) if own_held_out else None,
         "held_out_windows": len(held_out), "held_out_accuracy": scores["accuracy"], "held_out_ce": scores["ce"],
         "seen_accuracy": seen["accuracy"], "seen_ce": seen["ce"],
     }
@@ -135,9 +135,9 @@ def pool_by_share(rows: list[dict]) -> list[dict]:
         group = groups[key]
         entry = {"corpus": group[0]["corpus"], "train_fraction": key[1], "train_tokens": group[0]["train_tokens"],
                  "runs": len(group), "seeds": [row["seed"] for row in group]}
-        for key in ("held_out_accuracy", "held_out_ce", "seen_accuracy", "seen_ce", "steps"):
-            stats = seed_stats([row[key] for row in group])
-            entry[key], entry[f"{key}_std"] = stats.mean, stats.std
+        for measure in ("held_out_accuracy", "held_out_ce", "seen_accuracy", "seen_ce", "steps"):
+            stats = seed_stats([row[measure] for row in group])
+            entry[measure], entry[f"{measure}_std"] = stats.mean, stats.std
         pooled.append(entry)
     return pooled
 
