@@ -60,22 +60,28 @@ def prepare_tokenizer(config: RunConfig, accelerator: Accelerator) -> PreTrained
         return load_or_train_tokenizer(str(folder), training_documents(config.data), config.data.vocab_size)
 
 
+def build_windows(data: DataConfig, tokenizer, window: int, split: str) -> PackedWindows:
+    """Packed windows of one split exactly as a run with these data settings builds them
+    (`memmix_data.load_or_build_windows`, cached under ``data.cache_dir``)."""
+    try:
+        return load_or_build_windows(
+            data.corpus, tokenizer, window=window, split=split, cache_dir=data.cache_dir,
+            validation_fraction=data.validation_fraction, seed=data.split_seed,
+            text_column=data.text_column, hub_split=data.hub_split, max_documents=data.max_documents,
+            train_fraction=data.train_fraction,
+        )
+    except TooLittleTextError as error:  # other errors (a bad file) carry their own advice
+        raise ValueError(
+            f"Cannot build {split} windows of {window} tokens from corpus {data.corpus!r}: {error}. "
+            f"Use more text (data.max_documents={data.max_documents}, data.train_fraction={data.train_fraction}) "
+            "or a shorter window (model.n_ctx)."
+        ) from error
+
+
 def prepare_windows(data: DataConfig, tokenizer, window: int, split: str, accelerator: Accelerator) -> PackedWindows:
-    """Packed windows of one split (`memmix_data.load_or_build_windows`, cached under ``data.cache_dir``)."""
+    """`build_windows` on the main process first (the others then read its cache)."""
     with accelerator.main_process_first():
-        try:
-            return load_or_build_windows(
-                data.corpus, tokenizer, window=window, split=split, cache_dir=data.cache_dir,
-                validation_fraction=data.validation_fraction, seed=data.split_seed,
-                text_column=data.text_column, hub_split=data.hub_split, max_documents=data.max_documents,
-                train_fraction=data.train_fraction,
-            )
-        except TooLittleTextError as error:  # other errors (a bad file) carry their own advice
-            raise ValueError(
-                f"Cannot build {split} windows of {window} tokens from corpus {data.corpus!r}: {error}. "
-                f"Use more text (data.max_documents={data.max_documents}, data.train_fraction={data.train_fraction}) "
-                "or a shorter window (model.n_ctx)."
-            ) from error
+        return build_windows(data, tokenizer, window, split)
 
 
 def check_windows_fit(windows: PackedWindows, model_config, global_batch: int, split: str) -> None:

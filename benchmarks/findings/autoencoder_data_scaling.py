@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from accuracy_curves import read_evaluations  # noqa: E402
 from harness import autoencoder_scores, markdown_table, seed_stats  # noqa: E402
 
-from memmix_data import load_or_build_windows, tokenizer_fingerprint  # noqa: E402
+from memmix_data import tokenizer_fingerprint  # noqa: E402
+from memmix_train.config import RunConfig  # noqa: E402
+from memmix_train.data import build_windows  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,17 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_windows(run: Path, tokenizer, split: str):
+def run_config(run: Path) -> RunConfig:
+    """The run's saved settings, defaults filled (runs older than a setting get its default)."""
+    path = run / "run_config.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist (is {run} a train_accelerate.py run folder?)")
+    return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")), source=str(path))
+
+
+def run_windows(config: RunConfig, tokenizer, split: str):
     """The packed windows of one side of the corpus exactly as the run built them (its share of the training
     documents for ``split="train"``)."""
-    config = json.loads((run / "run_config.json").read_text(encoding="utf-8"))
-    data = config["data"]
-    return load_or_build_windows(
-        data["corpus"], tokenizer, window=config["model"]["n_ctx"], split=split, cache_dir=data["cache_dir"],
-        validation_fraction=data["validation_fraction"], seed=data["split_seed"], text_column=data["text_column"],
-        hub_split=data["hub_split"], max_documents=data["max_documents"],
-        train_fraction=data.get("train_fraction", 1.0),
-    ), config
+    return build_windows(config.data, tokenizer, config.model["n_ctx"], split)
 
 
 def evenly_spread(ids: torch.Tensor, count: int) -> torch.Tensor:
@@ -74,23 +78,13 @@ def held_out_windows(run: Path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(run / "export")
-    return run_windows(run, tokenizer, "validation")[0], tokenizer_fingerprint(tokenizer)
-
-
-def logged_accuracy_at(run: Path, step: int) -> float | None:
-    """Held-out token accuracy the run logged at ``step`` (None when it did not evaluate there)."""
-    return dict(read_evaluations(run, "val_token_accuracy")).get(step)
-
-
-def best_logged(run: Path) -> tuple[int, float]:
-    """(step, accuracy) of the run's best logged held-out token accuracy."""
-    return max(read_evaluations(run, "val_token_accuracy"), key=lambda point: point[1])
+    return run_windows(run_config(run), tokenizer, "validation"), tokenizer_fingerprint(tokenizer)
 
 
 def score_run(run: Path, held_out, tokenizer_id: str, seen_windows: int) -> dict:
     """Training share, tokens, steps and regeneration of ``held_out`` and of the run's own training windows by the
-    run's exported model. ``own_held_out`` tells whether the run's validation windows are ``held_out`` (then its
-    training log's evaluations are comparable too)."""
+    run's exported model. ``own_held_out`` tells whether the run's validation windows are ``held_out``; then
+    ``logged_accuracy`` holds its training log's held-out accuracy by step (comparable too), else it is empty."""
     from transformers import AutoTokenizer
 
     from modeling_memmix import MixerAutoencoder
@@ -102,18 +96,19 @@ def score_run(run: Path, held_out, tokenizer_id: str, seen_windows: int) -> dict
     if tokenizer_fingerprint(tokenizer) != tokenizer_id:
         raise SystemExit(f"error: {run} has another tokenizer than the first run; train every run with the same "
                          "data.tokenizer so their held-out windows are the same tokens")
-    train, config = run_windows(run, tokenizer, "train")
-    own_validation, _ = run_windows(run, tokenizer, "validation")
-    own_held_out = torch.equal(own_validation.input_ids, held_out.input_ids)
+    config = run_config(run)
+    train = run_windows(config, tokenizer, "train")
+    own_held_out = torch.equal(run_windows(config, tokenizer, "validation").input_ids, held_out.input_ids)
     model = MixerAutoencoder.from_pretrained(export).eval()
     with torch.no_grad():
         scores = autoencoder_scores(model, held_out.input_ids)
         seen = autoencoder_scores(model, evenly_spread(train.input_ids, seen_windows))
     return {
-        "run": str(run), "seed": config["train"]["seed"], "corpus": config["data"]["corpus"],
-        "train_fraction": config["data"].get("train_fraction", 1.0), "train_tokens": train.total_tokens,
+        "run": str(run), "seed": config.train.seed, "corpus": config.data.corpus,
+        "train_fraction": config.data.train_fraction, "train_tokens": train.total_tokens,
         "train_windows": len(train), "steps": read_evaluations(run, "val_loss")[-1][0],
-        "own_held_out": own_held_out, "best_logged": best_logged(run) if own_held_out else None,
+        "own_held_out": own_held_out,
+        "logged_accuracy": dict(read_evaluations(run, "val_token_accuracy")) if own_held_out else {},
         "held_out_windows": len(held_out), "held_out_accuracy": scores["accuracy"], "held_out_ce": scores["ce"],
         "seen_accuracy": seen["accuracy"], "seen_ce": seen["ce"],
     }
@@ -148,9 +143,8 @@ def slope_per_doubling(rows: list[dict], key: str = "held_out_accuracy") -> tupl
     ys = [row[key] for row in rows]
     if len(set(xs)) < 2:
         raise SystemExit("error: the runs cover one training share; a slope needs at least two")
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
-    return slope, mean_y - slope * mean_x
+    line = statistics.linear_regression(xs, ys)
+    return line.slope, line.intercept
 
 
 def last_doubling(rows: list[dict]) -> list[dict]:
@@ -188,11 +182,10 @@ def corpus_label(entry: dict) -> str:
     return f"{entry['train_fraction']:g} of {names}"
 
 
-def common_logged_step(rows: list[dict], runs: dict[str, Path]) -> int | None:
-    """The last evaluation step that every run scored on the common held-out set logged (None when none)."""
-    steps = [set(dict(read_evaluations(runs[row["run"]], "val_token_accuracy"))) for row in rows if row["own_held_out"]]
-    common = set.intersection(*steps) if steps else set()
-    return max(common - {0}, default=None)
+def common_logged_step(rows: list[dict]) -> int | None:
+    """The last evaluation step (after 0) that every run with a log on the common held-out set logged."""
+    logs = [set(row["logged_accuracy"]) for row in rows if row["own_held_out"]]
+    return max(set.intersection(*logs) - {0}, default=None) if logs else None
 
 
 def plot(pooled: list[dict], fitted: list[dict], slope: float, intercept: float, path: Path) -> None:
@@ -227,7 +220,7 @@ def plot(pooled: list[dict], fitted: list[dict], slope: float, intercept: float,
 def best_logged_text(rows: list[dict]) -> str:
     """'19.9 % (step 1000)' for one run, the mean and each run's step for several, '' when no run has a log on
     the common held-out set."""
-    best = [row["best_logged"] for row in rows if row["best_logged"] is not None]
+    best = [max(row["logged_accuracy"].items(), key=lambda point: point[1]) for row in rows if row["logged_accuracy"]]
     if not best:
         return ""
     steps = "/".join(str(step) for step, _ in best)
@@ -245,9 +238,8 @@ def table_rows(pooled: list[dict], rows: list[dict], logged: dict[str, float | N
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runs = {str(Path(run)): Path(run) for run in args.runs}
     held_out, tokenizer_id = held_out_windows(Path(args.runs[0]))
-    rows = [score_run(run, held_out, tokenizer_id, args.seen_windows) for run in runs.values()]
+    rows = [score_run(Path(run), held_out, tokenizer_id, args.seen_windows) for run in dict.fromkeys(args.runs)]
     pooled = pool_by_share(rows)
     fitted_rows = [row for row in rows if row["corpus"] == rows[0]["corpus"]]
     fitted = [entry for entry in pooled if entry["corpus"] == rows[0]["corpus"]]
@@ -256,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     spread = seed_spread(pooled)
     call = data_verdict(slope, spread)
     crossing = crossing_tokens(slope, intercept, args.target)
-    step = common_logged_step(rows, runs)
+    step = common_logged_step(rows)
     logged = {}
     for entry in pooled:
-        values = [logged_accuracy_at(runs[row["run"]], step) for row in rows
-                  if row["own_held_out"] and data_key(row) == (json.dumps(entry["corpus"]), entry["train_fraction"])]
+        values = [row["logged_accuracy"][step] for row in rows if row["own_held_out"]
+                  and data_key(row) == (json.dumps(entry["corpus"]), entry["train_fraction"])]
         logged[corpus_label(entry)] = sum(values) / len(values) if step is not None and values else None
     table = markdown_table(
         ["training text", "training tokens", "runs (seeds)", "steps", "held-out accuracy", "held-out CE",

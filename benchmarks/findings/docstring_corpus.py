@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from memmix_codec.codec import atomic_output  # noqa: E402
 from memmix_data import builtin_documents, package_docstrings  # noqa: E402
 
 DEFAULT_PACKAGES = ("numpy", "pandas", "sympy", "matplotlib", "networkx", "datasets", "torch", "transformers")
@@ -48,19 +47,6 @@ def package_folder(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def write_jsonl_atomically(records: list[dict], path: Path) -> None:
-    """All of ``records`` as JSON lines in ``path``, or no file at all if writing stops half-way."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
@@ -76,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         counts[name] = (len(kept), sum(len(text.encode()) for text in kept))
     if not records:
         raise SystemExit(f"error: the packages {args.packages} hold no docstring of 200 characters or more")
-    write_jsonl_atomically(records, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as handle:  # no half-written corpus if writing stops
+        handle.writelines((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8") for record in records)
     for name, (documents, size) in counts.items():
         print(f"{name:>14}: {documents:6d} documents, {size / 1e6:6.2f} MB  ({folders[name]})")
     total = sum(size for _, size in counts.values())
