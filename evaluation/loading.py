@@ -22,7 +22,14 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from memmix_data import PackedWindows, load_documents, pack_documents, split_documents
+from memmix_data import (
+    PackedWindows,
+    check_train_fraction,
+    keep_fraction,
+    load_documents,
+    pack_documents,
+    split_documents,
+)
 from memmix_hub import (
     HubUnreachableError,
     hub_is_offline,
@@ -165,12 +172,14 @@ def load_model_and_tokenizer(
 
 
 def split_settings_for(spec: str, run_config: dict | None) -> dict:
-    """Split settings (validation_fraction, split_seed) of the training run when it used the same corpus.
+    """Split settings (validation_fraction, split_seed, train_fraction) of the training run when it used the
+    same corpus.
 
     A model exported by the training script stores its data settings; evaluating on the same corpus
-    with the same settings puts exactly the training run's held-out documents in the validation split.
+    with the same settings puts exactly the training run's held-out documents in the validation split, and
+    exactly the documents it trained on (its share ``train_fraction``) in the train split.
     """
-    settings = {"validation_fraction": 0.05, "split_seed": 0}
+    settings = {"validation_fraction": 0.05, "split_seed": 0, "train_fraction": 1.0}
     data = (run_config or {}).get("data", {})
     if data.get("corpus") == spec:
         for key in settings:
@@ -210,11 +219,14 @@ def load_evaluation_data(
     max_windows: int | None = None,
     max_primer_bytes: int | None = 1_000_000,
     pack: bool = True,
+    train_fraction: float = 1.0,
 ) -> EvaluationData:
     """The documents of one side of corpus `spec`, packed into full `window`-token windows, and the train
     side's last bytes as primer.
 
-    ``split="validation"`` / ``"train"``: one side of `split_documents` (the training run's split);
+    ``split="validation"`` / ``"train"``: one side of `split_documents` (the training run's split); the train
+    side (scored, and the primer) keeps the share `train_fraction` of its documents that a run with
+    ``data.train_fraction`` trained on (`keep_fraction`, the same documents);
     ``split="all"``: every document, no split (`validation_fraction` and `split_seed` are not used, and the
     primer is empty: there is no training side left). Documents are packed with `pack_documents`
     (drop_remainder: every window is full), exactly as training does; ``pack=False`` skips packing (for
@@ -227,11 +239,13 @@ def load_evaluation_data(
         raise ValueError(f"max_windows must be >= 1 or None, got {max_windows}")
     if max_windows is not None and not pack:
         raise ValueError(f"max_windows={max_windows} limits packed windows; with document scoring use max_documents")
+    check_train_fraction(train_fraction)
     documents = load_documents(spec, text_column=text_column, split=hub_split, max_documents=max_documents)
     if split == "all":
         train_docs, evaluated = [], documents
     else:
         train_docs, validation_docs = split_documents(documents, validation_fraction, seed=split_seed)
+        train_docs = keep_fraction(train_docs, train_fraction, seed=split_seed)
         evaluated = validation_docs if split == "validation" else train_docs
     windows = None
     if pack:
@@ -254,6 +268,7 @@ def load_evaluation_data(
     settings = {
         "validation_fraction": None if split == "all" else validation_fraction,
         "split_seed": None if split == "all" else split_seed,
+        "train_fraction": None if split == "all" else train_fraction,
         "text_column": text_column,
         "hub_split": hub_split,
         "max_documents": max_documents,

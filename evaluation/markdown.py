@@ -28,8 +28,10 @@ def table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 def _split_text(data: dict) -> str:
     if data["split"] == "all":
         return f"every document, no train/validation split ({data['documents_evaluated']} documents)"
+    share = data.get("train_fraction")
+    share_text = f", train_fraction={share}" if data["split"] == "train" and share not in (None, 1.0) else ""
     return (f"{data['split']} split ({data['documents_evaluated']} documents, "
-            f"validation_fraction={data['validation_fraction']}, split_seed={data['split_seed']})")
+            f"validation_fraction={data['validation_fraction']}, split_seed={data['split_seed']}{share_text})")
 
 
 def _header(report: dict) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from evaluation.compressors import ALL_METHODS
 from evaluation.loading import EVALUATION_SPLITS
+from memmix_data import check_train_fraction
 from modeling_memmix.quantization import EMBEDDING_FORMATS
 
 DEFAULT_MAX_PRIMER_BYTES = 1_000_000
@@ -89,9 +90,9 @@ class EvaluatorOptions:
 class ReportOptions:
     """Every setting of one report; the fields are the command's flags (``--max_windows`` is `max_windows`).
 
-    `out` None means ``reports/<model folder name>`` (`output_folder`). `validation_fraction` and
-    `split_seed` None mean the training run's (its ``run_config.json``) when it used the same `data`, else
-    0.05 and 0. ``max_primer_bytes=0`` (or None) skips the primed compressor setting.
+    `out` None means ``reports/<model folder name>`` (`output_folder`). `validation_fraction`, `split_seed` and
+    `train_fraction` None mean the training run's (its ``run_config.json``) when it used the same `data`, else
+    0.05, 0 and 1 (`train_fraction` picks the share of the train split a ``data.train_fraction`` run saw). ``max_primer_bytes=0`` (or None) skips the primed compressor setting.
     """
 
     model: str
@@ -107,6 +108,7 @@ class ReportOptions:
     max_documents: int | None = None
     validation_fraction: float | None = None
     split_seed: int | None = None
+    train_fraction: float | None = None
     text_column: str = "text"
     hub_split: str = "train"
     max_primer_bytes: int | None = DEFAULT_MAX_PRIMER_BYTES
@@ -138,6 +140,8 @@ class ReportOptions:
             raise ValueError(f"validation_fraction must be between 0 and 1 (exclusive) or None, "
                              f"got {self.validation_fraction!r}")
         _check_at_least("split_seed", self.split_seed, 0, optional=True)
+        if self.train_fraction is not None:
+            check_train_fraction(self.train_fraction)
         # the evaluators' part, checked by EvaluatorOptions (which names the field)
         evaluator = EvaluatorOptions(
             batch_size=self.batch_size, progress=self.progress, embedding_formats=self.embedding_formats,

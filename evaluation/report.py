@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation_fraction", type=float, default=DEFAULTS["validation_fraction"],
                         help="default: the training run's (run_config.json) when it used --data, else 0.05")
     parser.add_argument("--split_seed", type=int, default=DEFAULTS["split_seed"], help="default: the training run's, else 0")
+    parser.add_argument("--train_fraction", type=float, default=DEFAULTS["train_fraction"],
+                        help="--split train: the share of the training documents a data.train_fraction run saw "
+                             "(default: the training run's, else 1)")
     parser.add_argument("--text_column", default=DEFAULTS["text_column"])
     parser.add_argument("--hub_split", default=DEFAULTS["hub_split"])
     parser.add_argument("--max_primer_bytes", type=int, default=DEFAULTS["max_primer_bytes"],

@@ -149,6 +149,7 @@ def load_inputs(options: ReportOptions) -> tuple[LoadedModel, EvaluationData]:
         split_seed=split_defaults["split_seed"] if options.split_seed is None else options.split_seed,
         text_column=options.text_column, hub_split=options.hub_split, max_documents=options.max_documents,
         max_windows=options.max_windows, max_primer_bytes=options.max_primer_bytes or None, pack=not documents_mode,
+        train_fraction=split_defaults["train_fraction"] if options.train_fraction is None else options.train_fraction,
     )
     return loaded, data
 

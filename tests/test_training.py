@@ -151,6 +151,56 @@ def test_autoencoder_run_exports_logs_and_plots(autoencoder_run):
     assert saved["family"] == "autoencoder" and saved["model"]["hidden_size"] == 32
 
 
+def test_the_step_scaling_script_scores_runs_of_two_schedule_lengths(shared, autoencoder_run, tmp_path):
+    """benchmarks/findings/autoencoder_step_scaling.py scores a 6-step and a 12-step run of the same text on one
+    held-out set and writes its files; a run on another share of the text is refused by name."""
+    import importlib.util
+
+    short_dir, _ = autoencoder_run
+    long_dir = tmp_path / "long"
+    run_training(tiny_config(shared, long_dir, "autoencoder", max_steps=12))
+    spec = importlib.util.spec_from_file_location("step_scaling", REPO / "benchmarks" / "findings"
+                                                  / "autoencoder_step_scaling.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "steps"
+    assert script.main([str(short_dir), str(long_dir), "--held_out", "builtin", "--seen_windows", "8",
+                        "--out", str(out)]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert [entry["max_steps"] for entry in results["schedules"]] == [6, 12]
+    assert [row["steps"] for row in results["runs"]] == [6, 12]
+    assert all(row["steps_per_second"] > 0 and 0 <= row["held_out_accuracy"] <= 1 for row in results["runs"])
+    assert results["verdict"].startswith("inconclusive (no schedule has two seeds")
+    assert "| 12 |" in out.with_suffix(".md").read_text() and out.with_suffix(".png").stat().st_size > 1000
+    other = tmp_path / "other_share"
+    other.mkdir()
+    config = json.loads((long_dir / "run_config.json").read_text())
+    config["data"]["train_fraction"] = 0.5
+    (other / "run_config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="other_share trains on other text"):
+        script.check_same_text([short_dir, other])
+
+
+def assert_report_reads_the_share_the_run_trained_on(half_dir, full_dir, shared) -> None:
+    """`evaluation.report --split train` scores the documents a data.train_fraction run trained on (its
+    run_config.json's share), the held-out split is untouched, and an explicit --train_fraction wins."""
+    from evaluation.options import ReportOptions
+    from evaluation.reporting import load_inputs
+
+    def inputs(run_dir, **options):
+        return load_inputs(ReportOptions(model=str(run_dir / "export"), progress=False, **options))[1]
+
+    half, full = inputs(half_dir, split="train"), inputs(full_dir, split="train")
+    assert (half.settings["train_fraction"], full.settings["train_fraction"]) == (0.5, 1.0)
+    assert 0.2 * full.settings["documents_evaluated"] < half.settings["documents_evaluated"] \
+        < 0.8 * full.settings["documents_evaluated"]
+    assert set(half.documents) < set(full.documents)
+    assert inputs(half_dir, split="train", train_fraction=1.0).documents == full.documents
+    assert inputs(half_dir).documents == inputs(full_dir).documents
+    with pytest.raises(ValueError, match=r"train_fraction=0 must be a share"):
+        ReportOptions(model=str(half_dir / "export"), train_fraction=0)
+
+
 def test_a_share_of_the_training_documents_trains_and_the_data_scaling_script_reads_it(shared, autoencoder_run,
                                                                                          tmp_path):
     """data.train_fraction=0.5 trains on fewer windows with the same held-out windows, and
@@ -165,6 +215,7 @@ def test_a_share_of_the_training_documents_trains_and_the_data_scaling_script_re
     assert json.loads((half_dir / "run_config.json").read_text())["data"]["train_fraction"] == 0.5
     assert "trained on 50% of the training documents" in (half_dir / "export" / "README.md").read_text()
     assert "% of the training documents" not in (full_dir / "export" / "README.md").read_text()
+    assert_report_reads_the_share_the_run_trained_on(half_dir, full_dir, shared)
     spec = importlib.util.spec_from_file_location("data_scaling", REPO / "benchmarks" / "findings"
                                                   / "autoencoder_data_scaling.py")
     script = importlib.util.module_from_spec(spec)
