@@ -163,6 +163,33 @@ def test_data_scaling_slope_pooling_and_verdict():
     assert script.slope_per_doubling(script.last_doubling(flattening))[0] == pytest.approx(0.004)
 
 
+def test_step_scaling_pools_schedules_fits_the_last_doubling_and_extrapolates():
+    """The step-scaling script's arithmetic on made-up runs: schedules of 1000, 2000 and 4000 steps (two seeds at
+    1000) pool by schedule, the last doubling's slope is read apart from the overall one, the verdict weighs it
+    against the seed spread, and the target's crossing is where the line reaches it."""
+    script = load_script("autoencoder_step_scaling")
+    accuracy = {1000: 0.10, 2000: 0.16, 4000: 0.19}
+    rows = [{"max_steps": steps, "steps": float(steps), "seed": seed, "held_out_accuracy": accuracy[steps] + noise,
+             "held_out_ce": 4.0, "seen_accuracy": 0.3, "seen_ce": 3.0, "steps_per_second": 2.0}
+            for steps, seed, noise in ((1000, 0, 0.01), (1000, 1, -0.01), (2000, 0, 0.0), (4000, 0, 0.0))]
+    pooled = script.pool_by_schedule(rows)
+    assert [entry["max_steps"] for entry in pooled] == [1000, 2000, 4000] and pooled[0]["seeds"] == [0, 1]
+    assert pooled[0]["held_out_accuracy"] == pytest.approx(0.10)
+    assert pooled[0]["held_out_accuracy_std"] == pytest.approx(0.01414, abs=1e-4)
+    slope, intercept = script.fit_per_doubling([row for row in rows if row["max_steps"] > 1000])
+    assert slope == pytest.approx(0.03) and intercept + slope * math.log2(4000) == pytest.approx(0.19)
+    assert script.fit_per_doubling(rows)[0] > slope  # the curve flattens
+    assert script.step_verdict(slope, 0.01414) == "step-limited"
+    assert script.step_verdict(0.005, 0.01414) == "not step-limited"
+    assert script.step_verdict(0.02, 0.01414) == "inconclusive"
+    assert script.step_verdict(slope, 0.0).startswith("inconclusive (no schedule has two seeds")
+    crossing = script.crossing_steps(slope, intercept, 0.5)
+    assert intercept + slope * math.log2(crossing) == pytest.approx(0.5)
+    assert script.crossing_steps(0.0, intercept, 0.5) is None
+    with pytest.raises(SystemExit, match="one schedule length"):
+        script.fit_per_doubling(rows[:2])
+
+
 def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch):
     """A made-up installed package: its long docstrings are written as JSON lines; short ones, those in its tests
     folder and one that repeats a built-in document are left out; a missing package stops before any writing."""

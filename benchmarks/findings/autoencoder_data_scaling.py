@@ -20,6 +20,7 @@ its training log, and where it fell, shows when a small share starts to be learn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -72,13 +73,16 @@ def evenly_spread(ids: torch.Tensor, count: int) -> torch.Tensor:
     return ids[torch.linspace(0, ids.shape[0] - 1, count).round().long()]
 
 
-def held_out_windows(run: Path):
-    """The validation windows of ``run`` (scored for every run, so all are judged on one held-out set) and the
-    fingerprint of the tokenizer they were cut with."""
+def held_out_windows(run: Path, corpus: str | list[str] | None = None):
+    """The validation windows of ``run`` (scored for every run, so all are judged on one held-out set), or of
+    ``corpus`` split and tokenized as ``run`` would, and the fingerprint of the tokenizer they were cut with."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(run / "export")
-    return run_windows(run_config(run), tokenizer, "validation"), tokenizer_fingerprint(tokenizer)
+    config = run_config(run)
+    if corpus is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, corpus=corpus))
+    return run_windows(config, tokenizer, "validation"), tokenizer_fingerprint(tokenizer)
 
 
 def score_run(run: Path, held_out, tokenizer_id: str, seen_windows: int) -> dict:
