@@ -190,10 +190,11 @@ def test_step_scaling_pools_schedules_fits_the_last_doubling_and_extrapolates():
         script.fit_per_doubling(rows[:2])
 
 
-def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch):
+def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch, capsys):
     """A made-up installed package: its long docstrings are written as JSON lines; short ones, those in its tests
-    folder and one that repeats a built-in document are left out; a missing package stops before any writing."""
-    from memmix_data import builtin_documents, load_documents, package_docstrings
+    folder and one that repeats a built-in document are left out; a missing package stops before any writing. The
+    near-copy check finds a held-out document with one word changed, and nothing in the made-up text."""
+    from memmix_data import builtin_documents, load_documents, package_docstrings, split_documents
 
     package = tmp_path / "site" / "fakepkg"
     (package / "tests").mkdir(parents=True)
@@ -210,6 +211,11 @@ def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tm
     assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == [
         {"text": kept, "package": "fakepkg"}]
     assert load_documents(str(out)) == [kept]  # data.corpus reads the file
+    assert "0 of " in capsys.readouterr().out.splitlines()[-1]  # no near-copy of a held-out document
+    held_out = split_documents(builtin_documents(), 0.05, 0)[1][0]
+    near_copy = held_out.replace(held_out.split()[0], "Changed", 1)
+    assert script.held_out_overlap([near_copy])["near_copies"] == 1
+    assert script.held_out_overlap([kept]) == {**script.held_out_overlap([kept]), "near_copies": 0, "in_corpus": 0.0}
     with pytest.raises(SystemExit, match="'no_such_package_here' is not an installed package"):
         script.main(["--packages", "fakepkg", "no_such_package_here", "--out", str(tmp_path / "other.jsonl")])
     assert not (tmp_path / "other.jsonl").exists()
