@@ -176,7 +176,7 @@ def run_training(config: RunConfig) -> dict[str, Any]:
         evaluate_at(0)  # the checkpoint's validation loss on this data, before fine-tuning
     batches = WindowBatches(train_windows, train.batch_size, accelerator.process_index, accelerator.num_processes,
                             train.seed, random_offsets=train.random_offsets, repeat_chunks=train.repeat_chunks,
-                            chunk=plan.config.n_ctx)
+                            chunk=plan.config.n_ctx, repeat_source=train.repeat_source)
     last_eval = run_loop(model, optimizer, scheduler, batches, accelerator, train, progress, log, evaluate_at,
                          save_at, started, desc=config.family)
 

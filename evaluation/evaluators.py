@@ -48,6 +48,7 @@ from evaluation.scoring import (
     memory_token_losses_with_format,
     memory_token_losses_without_memories,
     random_token_ids,
+    repeated_chunk_ids,
 )
 from modeling_memmix.quantization import REFERENCE_FORMAT
 
@@ -130,6 +131,8 @@ def evaluate_memory(loaded: LoadedModel, input_ids: torch.Tensor, options: Optio
     if config.memory_mode == "oracle":
         result["oracle"] = evaluate_oracle_formats(model, input_ids, target_bytes, options)
     result["copy_task"] = evaluate_copy_task(model, input_ids[: options.copy_windows], options)
+    if config.memory_mode in ("past", "recurrent"):  # memories of earlier chunks (an oracle reads its own)
+        result["chunk_recall"] = evaluate_chunk_recall(model, input_ids[: options.copy_windows], options)
     return result
 
 
@@ -169,6 +172,29 @@ def evaluate_copy_task(model, input_ids: torch.Tensor, options: Options) -> dict
         without = memory_token_losses_without_memories(model, copied, options.batch_size, options.progress)
         result["second_half_loss_memories_removed"] = float(without[:, half - 1 :].mean())
     return result
+
+
+def evaluate_chunk_recall(model, input_ids: torch.Tensor, options: Options) -> dict:
+    """Which earlier chunk can the memories recall? For every pair ``source < target``, windows whose chunk
+    ``target`` repeats chunk ``source`` (`repeated_chunk_ids`), scored on the repeated tokens that the target
+    chunk's own decoder pass predicts (all but its first, which the pass before predicts). ``alone_loss`` is the
+    same text decoded with memories removed (the source chunk's own predictions then; a chunk decoded alone does
+    not depend on its place), so ``recall_gain = alone_loss - repeat_loss`` is what the memories save."""
+    options = EvaluatorOptions.coerce(options)
+    chunk = model.config.n_ctx
+    num_chunks = input_ids.shape[1] // chunk
+    alone = memory_token_losses_without_memories(model, input_ids, options.batch_size, options.progress)
+    pairs = []
+    for target in range(1, num_chunks):
+        for source in range(target):
+            repeated = repeated_chunk_ids(input_ids, chunk, source, target)
+            losses = causal_token_losses(model, repeated, options.batch_size, options.progress,
+                                         f"chunk {target} repeats chunk {source}")
+            repeat_loss = float(losses[:, target * chunk : (target + 1) * chunk - 1].mean())
+            alone_loss = float(alone[:, source * chunk : (source + 1) * chunk - 1].mean())
+            pairs.append({"source": source, "target": target, "repeat_loss": repeat_loss, "alone_loss": alone_loss,
+                          "recall_gain": alone_loss - repeat_loss})
+    return {"windows": input_ids.shape[0], "chunk_tokens": chunk, "pairs": pairs}
 
 
 FAMILY_EVALUATORS = {"mixer": evaluate_mixer, "autoencoder": evaluate_autoencoder, "memory": evaluate_memory}
@@ -223,6 +249,7 @@ __all__ = [
     "FAMILY_EVALUATORS",
     "evaluate",
     "evaluate_autoencoder",
+    "evaluate_chunk_recall",
     "evaluate_copy_task",
     "evaluate_documents",
     "evaluate_memory",

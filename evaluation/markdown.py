@@ -153,6 +153,14 @@ def _memory_section(results: dict) -> str:
              table(["first half", "second half (repeat)", "second half, memories removed"],
                    [[copy["first_half_loss"], copy["second_half_loss"],
                      copy.get("second_half_loss_memories_removed", "n/a")]])]
+    if "chunk_recall" in results:
+        recall = results["chunk_recall"]
+        text += ["", "### Chunk recall", "",
+                 f"{recall['windows']} windows in which one chunk repeats an earlier one; loss (nats/token) on the "
+                 "repeated tokens the repeating chunk's pass predicts, against the same text decoded alone.", "",
+                 table(["repeated chunk", "repeats chunk", "loss", "decoded alone", "recall gain"],
+                       [[pair["target"] + 1, pair["source"] + 1, pair["repeat_loss"], pair["alone_loss"],
+                         pair["recall_gain"]] for pair in recall["pairs"]])]
     return "\n".join(text)
 
 

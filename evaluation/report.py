@@ -38,7 +38,8 @@ What is measured (formulas in evaluation/metrics.py and docs/MISSION.md "Measure
   of the window (a table by quarter and ``window_positions.png``).
 - **memory model**: loss per chunk position with memories as trained and with memories removed (see
   evaluation/scoring.py: each chunk decoded like a first chunk), and in oracle mode the normalized loss of
-  each storage format; the copy task (second half of a window repeats the first).
+  each storage format; the copy task (second half of a window repeats the first); and, with memories of
+  earlier chunks, chunk recall (each later chunk repeating each earlier one, against the same text decoded alone).
 - **trivial-encoding test**: loss on uniformly random token ids against in-distribution loss.
 - **compressors**: gzip -9, bzip2 -9, xz -9e, zstd -19, brotli -q 11 on each window alone, on the stream
   of all windows, and primed with the last ``--max_primer_bytes`` (default 1 MB) of the training split's
@@ -61,6 +62,7 @@ from evaluation.compressors import ALL_METHODS
 from evaluation.evaluators import (
     FAMILY_EVALUATORS,
     evaluate_autoencoder,
+    evaluate_chunk_recall,
     evaluate_copy_task,
     evaluate_documents,
     evaluate_memory,
@@ -162,6 +164,7 @@ __all__ = [
     "document_compressor_baselines",
     "embedding_costs",
     "evaluate_autoencoder",
+    "evaluate_chunk_recall",
     "evaluate_copy_task",
     "evaluate_documents",
     "evaluate_memory",

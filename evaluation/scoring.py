@@ -179,6 +179,18 @@ def copy_task_ids(input_ids: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, first], dim=1)
 
 
+def repeated_chunk_ids(input_ids: torch.Tensor, chunk: int, source: int, target: int) -> torch.Tensor:
+    """Windows whose chunk ``target`` is overwritten by a copy of chunk ``source < target`` (the recall task; the
+    copy task's ``[a, a]`` repeats every chunk of the first half at once)."""
+    num_chunks = input_ids.shape[1] // chunk
+    if input_ids.shape[1] % chunk or not 0 <= source < target < num_chunks:
+        raise ValueError(f"chunk {target} cannot repeat chunk {source}: windows of {input_ids.shape[1]} tokens hold "
+                         f"{num_chunks} whole chunks of {chunk}, and the source must come first")
+    repeated = input_ids.clone()
+    repeated[:, target * chunk : (target + 1) * chunk] = input_ids[:, source * chunk : (source + 1) * chunk]
+    return repeated
+
+
 def random_token_ids(num_windows: int, window: int, num_ids: int, seed: int = 0) -> torch.Tensor:
     """Uniformly random token ids in ``[0, num_ids)``, shape (num_windows, window), from a seeded generator."""
     generator = torch.Generator().manual_seed(seed)

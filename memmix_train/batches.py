@@ -10,7 +10,9 @@ same text; the autoencoder memorizes the fixed windows of a small corpus within 
 
 With ``repeat_chunks=p`` (memory family, recall training) a fraction ``p`` of the windows has one chunk, drawn from
 the second onward, overwritten by a copy of an earlier chunk (seeded by (seed, micro-step)): natural text almost never
-repeats a whole chunk, so without it nothing asks the decoder to read a memory token by token.
+repeats a whole chunk, so without it nothing asks the decoder to read a memory token by token. ``repeat_source``
+says which earlier chunk: ``"any"`` (uniform), ``"first"`` (always chunk 0, so the memory to read is always in
+slot 0) or ``"previous"`` (the chunk just before); the last two test whether finding the memory is what is hard.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from memmix_data import PackedWindows
+from memmix_train.config import REPEAT_SOURCES
 
 
 def collate_windows(windows: PackedWindows, rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -33,7 +36,8 @@ class WindowBatches:
     """
 
     def __init__(self, windows: PackedWindows, batch_size: int, rank: int, world: int, seed: int,
-                 random_offsets: bool = False, repeat_chunks: float = 0.0, chunk: int | None = None):
+                 random_offsets: bool = False, repeat_chunks: float = 0.0, chunk: int | None = None,
+                 repeat_source: str = "any"):
         self.windows, self.batch_size, self.rank, self.world, self.seed = windows, batch_size, rank, world, seed
         self.global_batch = batch_size * world
         self.per_epoch = len(windows) // self.global_batch
@@ -41,7 +45,9 @@ class WindowBatches:
         self.random_offsets = random_offsets
         if random_offsets and bool((windows.num_tokens < windows.window).any()):
             raise ValueError("train.random_offsets needs full packed windows (no padded last window) to shift along")
-        self.repeat_chunks, self.chunk = repeat_chunks, chunk
+        self.repeat_chunks, self.chunk, self.repeat_source = repeat_chunks, chunk, repeat_source
+        if repeat_source not in REPEAT_SOURCES:
+            raise ValueError(f"train.repeat_source={repeat_source!r}; choose one of {list(REPEAT_SOURCES)}")
         if repeat_chunks > 0 and (chunk is None or windows.window % chunk or windows.window // chunk < 2):
             raise ValueError(f"train.repeat_chunks={repeat_chunks} needs windows of at least 2 whole chunks; got "
                              f"window {windows.window}, chunk {chunk}")
@@ -69,12 +75,17 @@ class WindowBatches:
 
     def _with_repeated_chunks(self, micro_step: int, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``batch`` with, in a ``repeat_chunks`` fraction of its windows, chunk ``c >= 1`` replaced by a copy of
-        chunk ``c' < c`` (drawn for the whole global batch, like the offsets); labels follow the ids."""
+        chunk ``c' < c`` (drawn for the whole global batch, like the offsets; ``c'`` as ``repeat_source`` says);
+        labels follow the ids."""
         rows, chunks = batch["input_ids"].shape[0], self.windows.window // self.chunk
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + micro_step + 7_919)
         chosen = torch.rand(self.global_batch, generator=generator) < self.repeat_chunks
         targets = torch.randint(1, chunks, (self.global_batch,), generator=generator)
         sources = (torch.rand(self.global_batch, generator=generator) * targets).long()  # uniform in [0, target)
+        if self.repeat_source == "first":
+            sources = torch.zeros_like(targets)
+        elif self.repeat_source == "previous":
+            sources = targets - 1
         chosen, targets, sources = (self._rank_slice(v, rows)[:, None] for v in (chosen, targets, sources))
         # each position reads itself, or, inside a chosen window's target chunk, the same place in the source chunk
         positions = torch.arange(self.windows.window)[None, :]

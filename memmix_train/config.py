@@ -38,6 +38,7 @@ RESUME_WORDS = ("auto", "never")
 POSITIVE_INTEGERS = ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "save_every",
                      "keep_checkpoints")
 OPTIMIZER_IMPLS = ("fused", "foreach", "for_loop")
+REPEAT_SOURCES = ("any", "first", "previous")  # which earlier chunk recall training copies (memmix_train/batches.py)
 LORA_SWITCHES = ("lora_adapt_mixing", "lora_decoder_only", "lora_merge")
 
 
@@ -81,6 +82,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0  # max gradient norm; None or 0 disables clipping
     random_offsets: bool = False  # each training window starts at a random offset in the token stream (more windows)
     repeat_chunks: float = 0.0  # memory family: fraction of windows where one chunk repeats an earlier one (recall)
+    repeat_source: str = "any"  # the chunk it repeats: any earlier one, always the first, or the one just before
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
     cpu: bool = False  # force CPU even when a GPU is present
     eval_every: int = 50
@@ -124,6 +126,11 @@ class TrainConfig:
         if not isinstance(self.repeat_chunks, (int, float)) or isinstance(self.repeat_chunks, bool) \
                 or not 0 <= self.repeat_chunks <= 1:
             raise ValueError(f"train.repeat_chunks={self.repeat_chunks!r} must be a fraction in [0, 1]")
+        if self.repeat_source not in REPEAT_SOURCES:
+            raise ValueError(f"train.repeat_source={self.repeat_source!r}; choose one of {list(REPEAT_SOURCES)}")
+        if self.repeat_source != "any" and not self.repeat_chunks:
+            raise ValueError(f"train.repeat_source={self.repeat_source!r} says which chunk recall training copies; "
+                             "it needs train.repeat_chunks > 0")
         if self.optimizer_impl not in OPTIMIZER_IMPLS:
             raise ValueError(f"train.optimizer_impl={self.optimizer_impl!r}; choose one of {list(OPTIMIZER_IMPLS)}")
         if self.compile:

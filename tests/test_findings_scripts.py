@@ -190,6 +190,29 @@ def test_step_scaling_pools_schedules_fits_the_last_doubling_and_extrapolates():
         script.fit_per_doubling(rows[:2])
 
 
+def test_memory_recall_reads_slot_zero_gains_and_pairs_seeds_by_group():
+    """The chunk-recall script's arithmetic on made-up scores: the first-chunk gain averages the pairs whose
+    source is chunk 0, the verdict compares the two recall-training groups seed by seed, and a missing group is
+    said to be unmeasured rather than called."""
+    script = load_script("memory_recall")
+
+    def score(group, seed, first_gain, later_gain):
+        pairs = [{"source": s, "target": t, "repeat_loss": 4.0 - gain, "alone_loss": 4.0, "recall_gain": gain}
+                 for s, t, gain in ((0, 1, first_gain), (0, 2, first_gain + 0.2), (1, 2, later_gain))]
+        return {"group": group, "seed": seed, "run": f"{group}{seed}", "chunk_tokens": 4, "pairs": pairs}
+
+    scores = [score("repeat_source=first", 0, 1.0, 0.0), score("repeat_source=any", 0, 0.3, 0.3),
+              score("repeat_source=first", 1, 1.2, 0.1), score("repeat_source=any", 1, 0.2, 0.3)]
+    assert script.from_first_chunk(scores[0]) == pytest.approx(1.1)
+    assert script.from_later_chunks(scores[1]) == pytest.approx(0.3)
+    call, effects = script.slot_verdict(scores)
+    assert effects == pytest.approx([0.7, 1.0]) and call == "reproduced"
+    assert script.slot_verdict([scores[1], scores[3]])[0].startswith("not measured")
+    rows = script.pooled_rows(scores)
+    assert len(rows) == 6 and rows[0][:4] == ["repeat_source=first", 2, 2, 1]
+    assert rows[0][6] == "+1.100 ± 0.141"
+
+
 def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch, capsys):
     """A made-up installed package: its long docstrings are written as JSON lines; short ones, those in its tests
     folder and one that repeats a built-in document are left out; a missing package stops before any writing. The

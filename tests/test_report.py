@@ -19,6 +19,7 @@ from evaluation.evaluators import evaluate_mixer
 from evaluation.loading import LoadedModel, load_model_and_tokenizer
 from evaluation.model_card import update_model_card
 from evaluation.report import main, run_report, scored_window_bytes
+from evaluation.scoring import repeated_chunk_ids
 from memmix_data import (
     HubUnreachableError,
     builtin_documents,
@@ -256,6 +257,22 @@ def test_memory_report_equals_forward_and_first_chunk_is_unchanged_without_memor
     assert chunks["with_memories"][0]["cross_entropy"] == pytest.approx(float(first_chunk.mean()), rel=1e-5)
     assert {"first_half_loss", "second_half_loss"} <= set(results["copy_task"])
     assert (tmp_path / "out" / "chunk_losses.png").is_file()
+    # chunk recall: every (earlier, later) pair, scored on the repeated tokens the later chunk's own pass predicts
+    recall = results["chunk_recall"]
+    assert [(pair["source"], pair["target"]) for pair in recall["pairs"]] == [
+        (0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    pair = recall["pairs"][2]  # chunk 3 (index 2) repeats chunk 2 (index 1)
+    repeated = input_ids[:3].clone()
+    repeated[:, 16:24] = input_ids[:3, 8:16]
+    with torch.no_grad():
+        repeat_losses = model(input_ids=repeated, labels=repeated).token_losses
+        alone_losses = model(input_ids=input_ids[:3], labels=input_ids[:3], without_memories=True).token_losses
+    assert pair["repeat_loss"] == pytest.approx(float(repeat_losses[:, 16:23].mean()), rel=1e-5)
+    assert pair["alone_loss"] == pytest.approx(float(alone_losses[:, 8:15].mean()), rel=1e-5)
+    assert pair["recall_gain"] == pytest.approx(pair["alone_loss"] - pair["repeat_loss"])
+    assert "### Chunk recall" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(ValueError, match="chunk 1 cannot repeat chunk 1"):
+        repeated_chunk_ids(input_ids, 8, 1, 1)
 
 
 # ---------------------------------------------------------------- (4) clear errors

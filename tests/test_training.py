@@ -269,6 +269,36 @@ def test_memory_model_from_frozen_autoencoder_encoder(shared, autoencoder_run, t
         torch.testing.assert_close(memory.encoder.state_dict()[name], tensor, rtol=0, atol=0)
 
 
+def test_the_memory_recall_script_scores_recall_trained_runs_by_source(shared, autoencoder_run, tmp_path):
+    """benchmarks/findings/memory_recall.py scores a run trained to copy any earlier chunk and one trained to copy
+    the first, on one held-out set, groups them by source and writes its files; an autoencoder run is refused."""
+    import importlib.util
+
+    ae_dir = autoencoder_run[0] / "export"
+    runs = []
+    for source in ("any", "first"):
+        config = tiny_config(shared, tmp_path / source, "memory", model={"max_memories": 2},
+                             init_from_autoencoder=str(ae_dir), max_steps=2, eval_every=2, random_offsets=True,
+                             repeat_chunks=1.0, repeat_source=source)
+        config.data.tokenizer = None  # the autoencoder's tokenizer is reused
+        run_training(config)
+        runs.append(str(tmp_path / source))
+    spec = importlib.util.spec_from_file_location("memory_recall", REPO / "benchmarks" / "findings"
+                                                  / "memory_recall.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "recall"
+    assert script.main([*runs, "--windows", "6", "--out", str(out)]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert [score["group"] for score in results["scores"]] == ["repeat_source=any", "repeat_source=first"]
+    assert all(len(score["pairs"]) == 3 and score["windows"] == 6 for score in results["scores"])
+    assert len(results["effects"]) == 1 and results["verdict"] in ("reproduced", "refuted", "inconclusive")
+    assert "| repeat_source=first | 0 |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="chunk recall needs memory-family runs"):
+        script.main([runs[0], str(autoencoder_run[0]), "--windows", "6", "--out", str(out)])
+
+
 @pytest.mark.parametrize("family", ["mixer", "autoencoder"])
 def test_bits_per_byte_counts_exactly_the_scored_bytes(shared, tmp_path, family):
     """Causal models skip the first token of every window; the autoencoder scores every byte."""
@@ -439,3 +469,30 @@ def test_repeat_chunks_copy_an_earlier_chunk_into_a_later_one_in_about_that_frac
         tiny_config(shared, Path("unused"), family="memory", repeat_chunks=1.5)
     with pytest.raises(ValueError, match="family='memory'"):
         tiny_config(shared, Path("unused"), family="mixer", repeat_chunks=0.25)
+
+
+@pytest.mark.parametrize("source", ["first", "previous"])
+def test_repeat_source_fixes_which_earlier_chunk_is_copied(shared, source):
+    """repeat_source='first' always copies chunk 0 (the memory in slot 0), 'previous' the chunk just before; the
+    windows and rewritten chunks are the ones 'any' picks, so only the source differs."""
+    tokenizer = AutoTokenizer.from_pretrained(shared["tokenizer"])
+    windows = load_or_build_windows("builtin", tokenizer, window=16, split="train", cache_dir=shared["cache_dir"],
+                                    validation_fraction=0.1, max_documents=150)
+    fixed = WindowBatches(windows, 8, 0, 1, seed=3, random_offsets=True, repeat_chunks=1.0, chunk=4,
+                          repeat_source=source)
+    plain = WindowBatches(windows, 8, 0, 1, seed=3, random_offsets=True)
+    checked = 0
+    for step in range(6):
+        for row, dealt in zip(fixed.batch(step)["input_ids"], plain.batch(step)["input_ids"]):
+            chunks, dealt_chunks = row.view(4, 4), dealt.view(4, 4)
+            different = [c for c in range(4) if not torch.equal(chunks[c], dealt_chunks[c])]
+            assert len(different) <= 1
+            if different:
+                target = different[0]
+                assert torch.equal(chunks[target], dealt_chunks[0 if source == "first" else target - 1])
+                checked += 1
+    assert checked >= 30  # of 48 windows (a copy of an identical chunk would not show)
+    with pytest.raises(ValueError, match="repeat_source='last'"):
+        WindowBatches(windows, 8, 0, 1, seed=3, repeat_chunks=1.0, chunk=4, repeat_source="last")
+    with pytest.raises(ValueError, match="needs train.repeat_chunks > 0"):
+        tiny_config(shared, Path("unused"), family="memory", repeat_source="first")

@@ -1,0 +1,215 @@
+"""Can a memory model's decoder find the memory it needs, or only read one it is pointed at? Chunk recall of
+memory-model runs of train_accelerate.py that differ in which earlier chunk recall training copies
+(``train.repeat_source``), scored on one set of held-out windows, as a table, a JSON file and a PNG::
+
+    python train_accelerate.py --preset configuration/memory_32_recall.json
+    python train_accelerate.py --preset configuration/memory_32_recall.json --set train.repeat_source=first \\
+        --set train.output_dir=runs/memory_32_recall_first
+    python benchmarks/findings/memory_recall.py runs/memory_32_recall runs/memory_32_recall_first \\
+        --out docs/findings/memory_recall
+
+For every pair ``source < target`` of chunks, held-out windows get chunk ``target`` overwritten by chunk ``source``
+(`evaluation.evaluators.evaluate_chunk_recall`); the recall gain is the loss of that text decoded alone minus its
+loss as a repeat, on the tokens the repeating chunk's own pass predicts. With the seed's fixed memory layout the
+memory of chunk ``s`` sits in slot ``s``, so ``repeat_source=first`` always points the decoder at slot 0, while
+``any`` makes it find the slot. Runs are grouped by their recall-training source (seeds pooled). The verdict tests
+"finding the memory, not reading it, limits recall": the gain on chunks that repeat the first chunk, trained to
+look in slot 0, minus the same gain trained on any source, per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from autoencoder_data_scaling import run_config, tokenizer_fingerprint  # noqa: E402
+from harness import markdown_table, seed_stats, verdict  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="memory-family run folders of train_accelerate.py with one tokenizer "
+                        "and corpus (run_config.json, export/)")
+    parser.add_argument("--windows", type=int, default=147, help="held-out windows scored (the first run's "
+                        "validation windows; fewer when there are fewer)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--out", required=True, help="output path without suffix (.md, .json and .png are written)")
+    return parser
+
+
+def group_of(run: Path) -> str:
+    """The recall-training setting a run is grouped by."""
+    train = run_config(run).train
+    if not train.repeat_chunks:
+        return "no recall training"
+    return f"repeat_source={train.repeat_source}"
+
+
+def held_out_windows(run: Path):
+    """The validation windows of ``run``, as long as its training windows (every chunk and its memories), and the
+    fingerprint of the tokenizer they were cut with."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from memmix_train.data import build_windows, window_length
+
+    export = run / "export"
+    if not (export / "config.json").is_file():
+        raise SystemExit(f"error: {export} holds no exported model (did the run finish?)")
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    model_config = AutoConfig.from_pretrained(export, trust_remote_code=True)
+    windows = build_windows(run_config(run).data, tokenizer, window_length(model_config), "validation")
+    return windows, tokenizer_fingerprint(tokenizer)
+
+
+def score_run(run: Path, held_out_ids, tokenizer_id: str, batch_size: int) -> dict:
+    """The chunk recall of ``run``'s exported model on ``held_out_ids``."""
+    import torch
+
+    from evaluation.evaluators import evaluate_chunk_recall
+    from evaluation.loading import load_model_and_tokenizer
+
+    export = run / "export"
+    if not (export / "config.json").is_file():
+        raise SystemExit(f"error: {export} holds no exported model (did the run finish?)")
+    loaded = load_model_and_tokenizer(str(export))
+    if loaded.family != "memory":
+        raise SystemExit(f"error: {run} is a {loaded.family} run; chunk recall needs memory-family runs")
+    if tokenizer_fingerprint(loaded.tokenizer) != tokenizer_id:
+        raise SystemExit(f"error: {run} has another tokenizer than the first run; train every run with the same "
+                         "data.tokenizer (or init_from_autoencoder) so the held-out windows are the same tokens")
+    if loaded.model.config.memory_mode not in ("past", "recurrent"):
+        raise SystemExit(f"error: {run} has memory_mode={loaded.model.config.memory_mode!r}; chunk recall needs "
+                         "memories of earlier chunks (past or recurrent)")
+    with torch.no_grad():
+        recall = evaluate_chunk_recall(loaded.model, held_out_ids, {"batch_size": batch_size, "progress": True})
+    config = run_config(run)
+    return {"run": str(run), "group": group_of(run), "seed": config.train.seed, **recall}
+
+
+def pair_gains(score: dict) -> dict[tuple[int, int], float]:
+    """(source, target) -> recall gain of one run."""
+    return {(pair["source"], pair["target"]): pair["recall_gain"] for pair in score["pairs"]}
+
+
+def from_first_chunk(score: dict) -> float:
+    """Mean recall gain over the chunks that repeat the first chunk (its memory in slot 0)."""
+    return statistics.fmean(gain for (source, _), gain in pair_gains(score).items() if source == 0)
+
+
+def from_later_chunks(score: dict) -> float | None:
+    """Mean recall gain over the repeats of any chunk but the first (None with only two chunks)."""
+    gains = [gain for (source, _), gain in pair_gains(score).items() if source > 0]
+    return statistics.fmean(gains) if gains else None
+
+
+def pooled_rows(scores: list[dict]) -> list[list]:
+    """One row per group and pair: repeat loss and recall gain, mean ± std over the group's seeds."""
+    groups = defaultdict(list)
+    for score in scores:
+        groups[score["group"]].append(score)
+    rows = []
+    for group, members in groups.items():
+        for index, pair in enumerate(members[0]["pairs"]):
+            repeat = seed_stats([m["pairs"][index]["repeat_loss"] for m in members])
+            alone = seed_stats([m["pairs"][index]["alone_loss"] for m in members])
+            gain = seed_stats([m["pairs"][index]["recall_gain"] for m in members])
+            rows.append([group, len(members), pair["target"] + 1, pair["source"] + 1,
+                         f"{repeat.mean:.3f} ± {repeat.std:.3f}", f"{alone.mean:.3f}",
+                         f"{gain.mean:+.3f} ± {gain.std:.3f}"])
+    return rows
+
+
+def slot_verdict(scores: list[dict], pointed: str = "repeat_source=first",
+                 searching: str = "repeat_source=any") -> tuple[str, list[float]]:
+    """Per seed, the first-chunk recall gain of the run trained to read slot 0 minus the run trained on any
+    source; the verdict on 'pointing the decoder at the slot helps recall' (positive = it does)."""
+    by_seed = defaultdict(dict)
+    for score in scores:
+        by_seed[score["seed"]][score["group"]] = from_first_chunk(score)
+    effects = [groups[pointed] - groups[searching] for _, groups in sorted(by_seed.items())
+               if pointed in groups and searching in groups]
+    if not effects:
+        return "not measured (needs runs of both groups with the same seed)", []
+    return verdict(effects), effects
+
+
+def plot(scores: list[dict], path: Path) -> None:
+    """One heat map of mean recall gain per group (rows: repeating chunk, columns: the chunk it repeats)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = defaultdict(list)
+    for score in scores:
+        groups[score["group"]].append(pair_gains(score))
+    chunks = max(target for gains in groups[next(iter(groups))] for _, target in gains) + 1
+    figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+    highest = max(max(gains.values()) for members in groups.values() for gains in members)
+    for ax, (group, members) in zip(axes[0], groups.items()):
+        grid = np.full((chunks, chunks), np.nan)
+        for (source, target) in members[0]:
+            grid[target, source] = statistics.fmean(gains[(source, target)] for gains in members)
+        image = ax.imshow(grid[1:, :-1], cmap="viridis", vmin=0, vmax=max(highest, 1e-3))
+        for (row, column), value in np.ndenumerate(grid[1:, :-1]):
+            if not np.isnan(value):
+                ax.text(column, row, f"{value:.2f}", ha="center", va="center", color="white", fontsize=9)
+        ax.set_xticks(range(chunks - 1), [str(c + 1) for c in range(chunks - 1)])
+        ax.set_yticks(range(chunks - 1), [str(c + 2) for c in range(chunks - 1)])
+        ax.set_xlabel("repeats chunk (its memory's slot + 1)")
+        ax.set_ylabel("repeating chunk")
+        ax.set_title(f"{group}\n({len(members)} seed{'s' if len(members) > 1 else ''})", fontsize=10)
+    figure.colorbar(image, ax=axes[0].tolist(), label="recall gain (nats/token)")
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    args = build_parser().parse_args(argv)
+    runs = [Path(run) for run in args.runs]
+    held_out, tokenizer_id = held_out_windows(runs[0])
+    ids = held_out.input_ids[: args.windows]
+    scores = [score_run(run, ids, tokenizer_id, args.batch_size) for run in runs]
+    summary = [[s["group"], s["seed"], s["run"], round(from_first_chunk(s), 4),
+                "n/a" if from_later_chunks(s) is None else round(from_later_chunks(s), 4)] for s in scores]
+    call, effects = slot_verdict(scores)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(scores, out.with_suffix(".png"))
+    effect_text = (f"{seed_stats(effects).mean:+.3f} ± {seed_stats(effects).std:.3f} nats/token over "
+                   f"{len(effects)} seed(s) ({', '.join(f'{e:+.3f}' for e in effects)})" if effects else "")
+    lines = [
+        "# Chunk recall: can the decoder find the memory it needs?", "",
+        f"Command: `python benchmarks/findings/memory_recall.py {' '.join(args.runs)} --out {args.out}`", "",
+        f"{ids.shape[0]} held-out windows of {ids.shape[1]} tokens ({scores[0]['chunk_tokens']}-token chunks). "
+        "In each scored window one chunk repeats an earlier one; loss in nats/token on the repeated tokens the "
+        "repeating chunk's own pass predicts; 'alone' is the same text decoded with memories removed; gain = "
+        "alone − repeat.", "",
+        "## Per run", "",
+        markdown_table(["recall training", "seed", "run", "gain, repeats of chunk 1 (slot 0)",
+                        "gain, repeats of later chunks"], summary), "",
+        "## Per pair (mean ± std over seeds)", "",
+        markdown_table(["recall training", "seeds", "repeating chunk", "repeats chunk", "repeat loss",
+                        "decoded alone", "recall gain"], pooled_rows(scores)), "",
+        f"**Verdict on 'pointing the decoder at the memory's slot helps recall'** (first-chunk gain, "
+        f"repeat_source=first − any, per seed): **{call}**{': ' + effect_text if effect_text else ''}.", "",
+        f"![chunk recall]({out.with_suffix('.png').name})", "",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"scores": scores, "verdict": call, "effects": effects},
+                                                   indent=1), encoding="utf-8")
+    print("\n".join(lines[:-2]))
+    print(f"wrote {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
