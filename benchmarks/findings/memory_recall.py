@@ -43,9 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def group_of(run: Path) -> str:
-    """The recall-training setting a run is grouped by."""
-    train = run_config(run).train
+def group_of(train) -> str:
+    """The recall-training setting a run (its ``TrainConfig``) is grouped by."""
     if not train.repeat_chunks:
         return "no recall training"
     return f"repeat_source={train.repeat_source}"
@@ -88,8 +87,8 @@ def score_run(run: Path, held_out_ids, tokenizer_id: str, batch_size: int) -> di
                          "memories of earlier chunks (past or recurrent)")
     with torch.no_grad():
         recall = evaluate_chunk_recall(loaded.model, held_out_ids, {"batch_size": batch_size, "progress": True})
-    config = run_config(run)
-    return {"run": str(run), "group": group_of(run), "seed": config.train.seed, **recall}
+    train = run_config(run).train
+    return {"run": str(run), "group": group_of(train), "seed": train.seed, **recall}
 
 
 def pair_gains(score: dict) -> dict[tuple[int, int], float]:
