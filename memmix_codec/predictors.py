@@ -77,7 +77,7 @@ class OraclePredictor:
         self.slots = model.project_memories(memories)  # (R, n, w)
         self.lanes = memories.shape[0]
         self.visible = torch.ones(self.lanes, dtype=torch.long)
-        self.state, self.current = None, None
+        self.state, self.current, self.read = None, None, None
 
     def first(self) -> torch.Tensor:
         return torch.zeros(self.lanes, self.model.config.vocab_size)  # uniform: nothing predicts a lane's start
@@ -89,13 +89,14 @@ class OraclePredictor:
             self.current = self.slots[:, number : number + 1]  # (R, 1, w)
             empty = self.slots.new_zeros(self.lanes, 0, model.config.token_width)
             inputs, starts = join_memories(self.current, self.visible, empty, self.combine, False)
-            _, self.state = model.decoder.start(inputs, starts)
+            self.read = model.bound_read(self.current, self.visible)
+            _, self.state = model.decoder.start(inputs, starts, self.read)
         token_embeds = model.embed_tokens(ids[:, None])  # (R, 1, w')
         if self.combine == "token":
             inputs = token_embeds
         else:
             inputs = join_memories(self.current, self.visible, token_embeds, self.combine, False)[0]
-        hidden = model.decoder.step(inputs, self.state)
+        hidden = model.decoder.step(inputs, self.state, self.read)
         return model.lm_head(model.norm(hidden))[:, -1]
 
 

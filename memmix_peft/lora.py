@@ -138,19 +138,25 @@ def _bottleneck_linears(config) -> tuple[str, ...]:
     return tuple(names)
 
 
+MEMORY_READ_LINEARS = ("memory_read.query", "memory_read.key", "memory_read.value", "memory_read.out")
+
+
 def _memory_extra_linears(config, include_encoder: bool) -> tuple[str, ...]:
-    """The memory model's projections that exist for this config (``memory_proj``, ``recurrent_proj``, ...)."""
+    """The memory model's projections that exist for this config (``memory_proj``, ``recurrent_proj``, the
+    content-addressed read's, ...)."""
+    read = MEMORY_READ_LINEARS if getattr(config, "memory_read", "slots") == "attention" else ()
     if config.memory_mode == "recurrent":
-        return ("recurrent_proj",) if getattr(config, "recurrent_style", "projected") == "projected" else ()
+        projected = getattr(config, "recurrent_style", "projected") == "projected"
+        return (("recurrent_proj",) if projected else ()) + read
     if config.memory_mode == "none":  # no encoder, so no projection of its memories
-        return ()
+        return read
     memory_width = config.memory_concat_dim if config.combine == "concat" else config.hidden_size
     names = []
     if config.memory_dim != memory_width:
         names.append("memory_proj")
     if include_encoder and config.memory_dim != config.encoder_hidden_size:
         names.append("encoder.down")
-    return tuple(names)
+    return tuple(names) + read
 
 
 def _memory_scope(config, include_encoder: bool) -> AdapterScope:

@@ -27,6 +27,7 @@ MEMORY_MODES = ("past", "oracle", "recurrent", "none")
 COMBINE_MODES = ("token", "concat", "sum")
 MEMORY_POSITIONS = ("fixed", "variable")
 RECURRENT_STYLES = ("projected", "seed")
+MEMORY_READS = ("slots", "attention")
 INIT_STYLES = ("memmix", "pytorch")
 MIXING_FIELDS = ("mixer_heads", "mixer_kernel_size")
 
@@ -361,6 +362,13 @@ class MemoryMixerConfig(MemmixBaseConfig):
         decoder_type: ``"mixer"`` or ``"transformer"``.
         freeze_encoder: keep the encoder's weights fixed (e.g. taken from a trained autoencoder).
         memory_concat_dim: channels given to the memory with ``combine="concat"``; default ``hidden_size // 4``.
+        memory_read: how the decoder reads its memories. ``"slots"`` (default, as in the seed): only through
+            ``combine``, so a mixer decoder weighs each slot with fixed, input-independent mixing weights.
+            ``"attention"``: in addition, a content-addressed read (`MemoryRead`) before decoder block
+            ``memory_read_layer``: every position attends over the memory slots it can see, plus a learned
+            "nothing" slot, and adds what it reads to its hidden state; its output projection starts at zero, so
+            an untrained read changes nothing. Mixer decoders only.
+        memory_read_layer: the decoder block the read comes before (0 = on the decoder's inputs).
     """
 
     model_type = "memory_mixer"
@@ -382,6 +390,8 @@ class MemoryMixerConfig(MemmixBaseConfig):
     encoder_mixer_kernel_size: int | None = None
     decoder_mixer_heads: int | None = None
     decoder_mixer_kernel_size: int | None = None
+    memory_read: str = "slots"
+    memory_read_layer: int = 0
 
     def fill_defaults(self) -> None:
         super().fill_defaults()
@@ -422,10 +432,27 @@ class MemoryMixerConfig(MemmixBaseConfig):
             )
         if self.freeze_encoder and self.memory_mode == "none":
             raise ValueError("freeze_encoder=True, but memory_mode='none' has no encoder to freeze")
+        self.validate_memory_read()
         if self.combine == "concat" and not 0 < self.memory_concat_dim < self.hidden_size:
             raise ValueError(
                 f"memory_concat_dim={self.memory_concat_dim} must be between 1 and hidden_size-1 "
                 f"({self.hidden_size - 1})"
+            )
+
+    def validate_memory_read(self) -> None:
+        _check_choice("memory_read", self.memory_read, MEMORY_READS)
+        if self.memory_read == "slots":
+            return
+        if self.decoder_type != "mixer":
+            raise ValueError(
+                f"memory_read={self.memory_read!r} is built for mixer decoders, but decoder_type="
+                f"{self.decoder_type!r} (a transformer decoder already reads its memory slots by attention); "
+                "use memory_read='slots'"
+            )
+        if not 0 <= self.memory_read_layer < self.num_hidden_layers:
+            raise ValueError(
+                f"memory_read_layer={self.memory_read_layer} must name a decoder block, 0 to "
+                f"{self.num_hidden_layers - 1} (num_hidden_layers={self.num_hidden_layers})"
             )
 
     def validate_mixing(self) -> None:

@@ -290,6 +290,11 @@ def chunk_inputs(model, cache: MemmixCache, token_embeds: torch.Tensor,
                          model.memory_mode.variable_positions)
 
 
+def cache_read(model, cache: MemmixCache, rows: torch.Tensor | None = None):
+    """The decoder's memory read (or ``None``) over the slots the current chunk of ``rows`` (default all) reads."""
+    return model.bound_read(*model.memory_mode.visible_slots(cache, rows)) if model.memory_read is not None else None
+
+
 def memory_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                    sliding_window: bool) -> tuple[torch.Tensor, MemmixCache]:
     """Encode each row's earlier chunks once (in parallel) and prefill the decoder with its current chunk."""
@@ -322,7 +327,7 @@ def memory_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
             "ragged prompts (different lengths) are not supported by the memory model with "
             "decoder_type='transformer'; generate them one at a time or pad them to equal length"
         )
-    hidden, cache.decoder = model.decoder.start(inputs, ends)
+    hidden, cache.decoder = model.decoder.start(inputs, ends, cache_read(model, cache))
     cache.last_hidden = hidden.gather(1, (ends - 1)[:, None, None].expand(-1, 1, hidden.shape[-1]))[:, 0]
     cache.seen = input_ids.shape[1]
     return cache.last_hidden[:, None], cache
@@ -334,7 +339,7 @@ def start_new_chunk(model, cache: MemmixCache, rows: torch.Tensor, sliding_windo
     cache.token_counts[rows] = 0
     no_tokens = cache.memories.new_zeros(rows.numel(), 0, model.config.token_width)
     inputs, starts = chunk_inputs(model, cache, no_tokens, rows)
-    model.decoder.restart_rows(cache.decoder, inputs, starts, rows)
+    model.decoder.restart_rows(cache.decoder, inputs, starts, rows, cache_read(model, cache, rows))
 
 
 def memory_step(model, input_ids: torch.Tensor, cache: MemmixCache, sliding_window: bool) -> torch.Tensor:
@@ -347,7 +352,7 @@ def memory_step(model, input_ids: torch.Tensor, cache: MemmixCache, sliding_wind
     token_embeds = model.memory_mode.token_embeddings(model, input_ids, positions, cache.memories)
     # leading memory positions are already in the decoder's state; sum/concat join the memory to each token
     inputs = token_embeds if model.config.combine == "token" else chunk_inputs(model, cache, token_embeds)[0]
-    hidden = model.decoder.step(inputs, cache.decoder)
+    hidden = model.decoder.step(inputs, cache.decoder, cache_read(model, cache))
     cache.last_hidden = hidden[:, -1]
     return hidden
 

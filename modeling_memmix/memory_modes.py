@@ -64,11 +64,12 @@ def join_memories(slots: torch.Tensor, visible: torch.Tensor, token_embeds: torc
     return gathered * ~past_the_end[..., None], visible.clone()
 
 
-def decode_chunks(model, inputs: torch.Tensor, starts: torch.Tensor, batch: int) -> torch.Tensor:
+def decode_chunks(model, inputs: torch.Tensor, starts: torch.Tensor, batch: int, read=None) -> torch.Tensor:
     """Decoder inputs of ``N = batch * n`` chunks ``(N, L, d)``, tokens starting at ``starts (N,)`` -> final
-    hidden states at the token positions, in sequence order ``(batch, n * n_ctx, d)``."""
+    hidden states at the token positions, in sequence order ``(batch, n * n_ctx, d)``. ``read``: the decoder's
+    memory read (`MemoryMixerForCausalLM.bound_read`), if any."""
     chunk = model.config.n_ctx
-    hidden = model.decoder(inputs)
+    hidden = model.decoder(inputs, read=read)
     index = starts[:, None] + torch.arange(chunk, device=inputs.device)  # (N, C)
     tokens = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
     return model.norm(tokens.reshape(batch, -1, hidden.shape[-1]))
@@ -103,7 +104,8 @@ class MemoryMode:
                           visible: torch.Tensor) -> torch.Tensor:
         """As `chunk_inputs`, then all chunks in one decoder call -> final hidden states ``(B, n * C, d)``."""
         inputs, starts = self.chunk_inputs(model, chunks, slots, visible)
-        return decode_chunks(model, inputs, starts, chunks.shape[0])
+        read = model.bound_read(slots.flatten(0, 1), visible.repeat(chunks.shape[0]))
+        return decode_chunks(model, inputs, starts, chunks.shape[0], read)
 
     def check_can_generate(self) -> None:
         """Raise ``ValueError`` for a mode that cannot generate."""
@@ -311,7 +313,7 @@ class RecurrentMemories(MemoryMode):
             positions = torch.arange(chunk_ids.shape[1], device=ids.device)
             token_embeds = self.token_embeddings(model, chunk_ids, positions, memory)
             inputs, _ = join_memories(memory, visible, token_embeds, self.config.combine, False)
-            hidden = model.decoder(inputs)
+            hidden = model.decoder(inputs, read=model.bound_read(memory, visible))
             following = self.next_memory(model, hidden[:, -1:])
             yield hidden[:, self.config.num_memory_slots :], following  # every row's tokens start there
             if not without_memories:

@@ -23,6 +23,10 @@ Each stack owns its incremental path: ``start(inputs, lengths)`` gives hidden st
 (`MixerStackState`: the histories; `TransformerStackState`: a transformers ``DynamicCache``),
 ``restart_rows`` starts some rows over, ``step`` runs the next positions. The generation cache
 (``generation_memmix.py``) holds that state without looking inside it.
+
+`MemoryRead` is the memory model's content-addressed read (``memory_read="attention"``): a mixer stack runs it
+before one of its blocks (``read=`` of ``forward``, ``start``, ``restart_rows`` and ``step``); it is
+position-wise, so the cached path applies it to new positions alone.
 """
 
 from __future__ import annotations
@@ -235,6 +239,52 @@ class MixerBlock(nn.Module):
         return x + self.dropout(self.ff(self.ff_norm(x)))
 
 
+class MemoryRead(nn.Module):
+    """Content-addressed read of memory slots (`MemoryMixerConfig.memory_read="attention"`): one attention
+    head from every position's hidden state over the slots it can see and a learned "nothing" slot, added to
+    the hidden state: ``h + out(softmax(q(LN(h)) k(m)^T / sqrt(d)) v(m))``.
+
+    A mixer weighs its memory slots with mixing weights that are the same for every input; this read lets what a
+    position holds choose the memory. Position-wise, so generation calls it on each new position alone. The model
+    starts ``out`` at zero (`MemoryMixerForCausalLM._init_weights`): an untrained read adds nothing."""
+
+    def __init__(self, width: int, memory_width: int, eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.query = nn.Linear(width, width, bias=False)
+        self.key = nn.Linear(memory_width, width, bias=False)
+        self.value = nn.Linear(memory_width, width, bias=False)
+        self.out = nn.Linear(width, width, bias=False)
+        self.nothing_key = nn.Parameter(torch.zeros(width))
+        self.nothing_value = nn.Parameter(torch.zeros(width))
+
+    def weights(self, hidden: torch.Tensor, slots: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Attention ``(N, L, 1 + S)`` of hidden states ``(N, L, d)`` over "nothing" (index 0) and memory slots
+        ``(N, S, w)``, of which the first ``visible (N,)`` are in use; unused slots get weight 0."""
+        query = self.query(self.norm(hidden))
+        keys = torch.cat([self.nothing_key.to(query.dtype).expand(slots.shape[0], 1, -1),
+                          self.key(slots).to(query.dtype)], dim=1)
+        scores = query @ keys.transpose(1, 2) / math.sqrt(query.shape[-1])
+        usable = torch.arange(keys.shape[1], device=slots.device)[None, :] <= visible[:, None]  # (N, 1 + S)
+        return scores.masked_fill(~usable[:, None, :], float("-inf")).softmax(dim=-1)
+
+    def forward(self, hidden: torch.Tensor, slots: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        weights = self.weights(hidden, slots, visible)
+        values = torch.cat([self.nothing_value.to(weights.dtype).expand(slots.shape[0], 1, -1),
+                            self.value(slots).to(weights.dtype)], dim=1)
+        return hidden + self.out(weights @ values)
+
+
+class BoundMemoryRead:
+    """A `MemoryRead` with the slots of one decoder call, run by a `MixerStack` before block ``layer``."""
+
+    def __init__(self, module: MemoryRead, layer: int, slots: torch.Tensor, visible: torch.Tensor):
+        self.module, self.layer, self.slots, self.visible = module, layer, slots, visible
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.module(hidden, self.slots, self.visible)
+
+
 class MixerStack(nn.Module):
     """``depth`` mixer blocks of one width, context length and mixing setting (``heads``, ``kernel_size``);
     ``config`` gives the feed-forward width and the norm epsilon."""
@@ -250,14 +300,14 @@ class MixerStack(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, histories: list[torch.Tensor] | None = None,
-                start: int | torch.Tensor | None = None) -> torch.Tensor:
-        """Full window, or (with ``histories`` from `new_histories`) new positions starting at ``start``."""
-        if histories is None:
-            for layer in self.layers:
-                x = layer(x)
-            return x
-        for layer, history in zip(self.layers, histories, strict=True):
-            x = layer(x, history, start)
+                start: int | torch.Tensor | None = None, read: BoundMemoryRead | None = None) -> torch.Tensor:
+        """Full window, or (with ``histories`` from `new_histories`) new positions starting at ``start``.
+        ``read``: a memory read (`BoundMemoryRead`) that runs before its block; position-wise, so the cached
+        path calls it on the new positions alone."""
+        for index, layer in enumerate(self.layers):
+            if read is not None and index == read.layer:
+                x = read(x)
+            x = layer(x) if histories is None else layer(x, histories[index], start)
         return x
 
     def last_position(self, x: torch.Tensor) -> torch.Tensor:
@@ -281,27 +331,29 @@ class MixerStack(nn.Module):
 
     restarts_rows_alone = True  # each batch row's state can start over while the others continue
 
-    def start(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, MixerStackState]:
+    def start(self, inputs: torch.Tensor, lengths: torch.Tensor,
+              read: BoundMemoryRead | None = None) -> tuple[torch.Tensor, MixerStackState]:
         """Fresh state from ``inputs (B, W, d)`` (row ``b`` valid up to ``lengths[b]``, padding after it, which a
-        causal stack never reads); returns the hidden states ``(B, W, d)`` and the state."""
+        causal stack never reads); returns the hidden states ``(B, W, d)`` and the state. ``read``: as in
+        `forward`, for these rows (and in `restart_rows` and `step`)."""
         state = MixerStackState(self.new_histories(inputs.shape[0], inputs.dtype, inputs.device), lengths.clone())
-        hidden = self(inputs, state.histories, 0) if inputs.shape[1] else inputs
+        hidden = self(inputs, state.histories, 0, read) if inputs.shape[1] else inputs
         return hidden, state
 
     def restart_rows(self, state: MixerStackState, inputs: torch.Tensor, lengths: torch.Tensor,
-                     rows: torch.Tensor) -> None:
+                     rows: torch.Tensor, read: BoundMemoryRead | None = None) -> None:
         """Start batch rows ``rows`` over from ``inputs (n, W, d)``; the other rows keep their state."""
-        fresh = self.start(inputs, lengths)[1]
+        fresh = self.start(inputs, lengths, read)[1]
         for history, new in zip(state.histories, fresh.histories, strict=True):
             history[rows] = new
         state.positions[rows] = lengths
 
-    def step(self, inputs: torch.Tensor, state: MixerStackState) -> torch.Tensor:
+    def step(self, inputs: torch.Tensor, state: MixerStackState, read: BoundMemoryRead | None = None) -> torch.Tensor:
         """Run ``inputs (B, q, d)`` as the next ``q`` positions of every row; returns ``(B, q, d)``."""
         start = state.positions
         check_capacity(start, inputs.shape[1], self.n_ctx)
         shared = int(start[0])
-        hidden = self(inputs, state.histories, shared if bool((start == shared).all()) else start)
+        hidden = self(inputs, state.histories, shared if bool((start == shared).all()) else start, read)
         state.positions = start + inputs.shape[1]
         return hidden
 
@@ -336,13 +388,16 @@ class TransformerStack(nn.Module):
             module.keeps_transformers_init = True
 
     def forward(self, x: torch.Tensor, cache=None, position_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, read: BoundMemoryRead | None = None) -> torch.Tensor:
         """Full window; or, for generation, new positions appended to ``cache`` (a transformers
         ``DynamicCache``) at ``position_ids (B, q)``, reading the keys ``attention_mask (B, 1, q, K)`` allows
         (bool, True = attend; ``None`` = all earlier keys plus causal order among the new ones).
 
         SDPA's ``is_causal`` aligns its mask to the top left, which is wrong for several new queries after
-        cached keys, so that case gets an explicit bottom-right-aligned mask."""
+        cached keys, so that case gets an explicit bottom-right-aligned mask. ``read`` must be ``None``
+        (`MemoryMixerConfig` allows a memory read with mixer decoders only)."""
+        if read is not None:
+            raise ValueError("a transformer stack has no memory read; its attention already reads the memory slots")
         if position_ids is None:
             past = cache.get_seq_length() if cache is not None else 0
             position_ids = past + torch.arange(x.shape[1], device=x.device).unsqueeze(0)
@@ -364,29 +419,32 @@ class TransformerStack(nn.Module):
 
     restarts_rows_alone = False  # one key/value cache for the whole batch
 
-    def start(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, TransformerStackState]:
+    def start(self, inputs: torch.Tensor, lengths: torch.Tensor,
+              read: BoundMemoryRead | None = None) -> tuple[torch.Tensor, TransformerStackState]:
         """Fresh state from ``inputs (B, W, d)`` (row ``b`` valid up to ``lengths[b]``; later prefill keys of a row
         stay hidden from it); returns the hidden states ``(B, W, d)`` and the state."""
         state = TransformerStackState(DynamicCache(config=self.llama_config), lengths.clone(), inputs.shape[1])
-        hidden = self(inputs, cache=state.kv) if inputs.shape[1] else inputs
+        hidden = self(inputs, cache=state.kv, read=read) if inputs.shape[1] else inputs
         return hidden, state
 
     def restart_rows(self, state: TransformerStackState, inputs: torch.Tensor, lengths: torch.Tensor,
-                     rows: torch.Tensor) -> None:
+                     rows: torch.Tensor, read: BoundMemoryRead | None = None) -> None:
         """All rows start over from ``inputs``: a key/value cache cannot restart some rows alone."""
         if rows.numel() != state.batch_size:
             raise ValueError(
                 "a transformer decoder keeps one key/value cache for the whole batch, so all rows must start a new "
                 "chunk together; generate prompts of equal length (or one at a time) with decoder_type='transformer'"
             )
-        state.__dict__.update(self.start(inputs, lengths)[1].__dict__)
+        state.__dict__.update(self.start(inputs, lengths, read)[1].__dict__)
 
-    def step(self, inputs: torch.Tensor, state: TransformerStackState) -> torch.Tensor:
+    def step(self, inputs: torch.Tensor, state: TransformerStackState,
+             read: BoundMemoryRead | None = None) -> torch.Tensor:
         """Run ``inputs (B, q, d)`` as the next ``q`` positions of every row; returns ``(B, q, d)``."""
         start, new = state.positions, inputs.shape[1]
         check_capacity(start, new, self.n_ctx)
         position_ids = start[:, None] + torch.arange(new, device=start.device)
-        hidden = self(inputs, cache=state.kv, position_ids=position_ids, attention_mask=state.step_mask(new))
+        hidden = self(inputs, cache=state.kv, position_ids=position_ids, attention_mask=state.step_mask(new),
+                      read=read)
         state.positions = start + new
         return hidden
 
@@ -476,5 +534,5 @@ def build_stack(block_type: str, width: int, depth: int, n_ctx: int, causal: boo
     raise ValueError(f"block_type={block_type!r} is not supported; choose 'mixer' or 'transformer'")
 
 
-__all__ = ["MaskedTokenMixing", "MixerBlock", "MixerStack", "MixerStackState", "TransformerStack",
+__all__ = ["BoundMemoryRead", "MaskedTokenMixing", "MemoryRead", "MixerBlock", "MixerStack", "MixerStackState", "TransformerStack",
            "TransformerStackState", "build_stack"]

@@ -4,7 +4,8 @@ of an ``n_ctx``-token model.
 
 How a chunk reads its memories depends on ``memory_mode`` (past / oracle / recurrent, or none, the no-memory
 baseline with the same decoder) and ``combine`` (token / concat / sum); each mode lives in one class of
-``memory_modes.py``, which serves the training forward and generation alike. Memories of all chunks are encoded in one batched encoder call, and all chunks are decoded
+``memory_modes.py``, which serves the training forward and generation alike. ``memory_read="attention"`` adds a
+content-addressed read of the same slots inside a mixer decoder (`MemoryRead`, ``bound_read``). Memories of all chunks are encoded in one batched encoder call, and all chunks are decoded
 in one batched decoder call (except ``recurrent``, which is sequential by definition). Logits come back in
 sequence order, ``(B, T, V)``, with ``logits[:, t]`` predicting token ``t + 1``; the loss is the usual shifted
 next-token loss over the whole sequence, so the first token of chunk ``c + 1`` is predicted by the last
@@ -39,7 +40,7 @@ from .generation_memmix import (
 )
 from .input_checks import check_input_ids
 from .memory_modes import memory_mode_for
-from .mixer_layers import build_stack
+from .mixer_layers import BoundMemoryRead, MemoryRead, build_stack
 from .modeling_autoencoder import TextEncoder
 from .modeling_common import (
     MemmixLMOutput,
@@ -82,6 +83,8 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
         self.embed_tokens = nn.Embedding(config.vocab_size, token_width)
         self.decoder = build_stack(config.decoder_type, width, config.num_hidden_layers, config.decoder_n_ctx, True,
                                    config, **config.stack_mixing("decoder"))
+        self.memory_read = (MemoryRead(width, memory_width, config.layer_norm_eps)
+                            if config.memory_read == "attention" else None)
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
         if config.tie_word_embeddings and token_width != width:
@@ -92,10 +95,13 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
         self.post_init()
 
     def _init_weights(self, module):
+        from transformers import initialization as init
+
+        if self.memory_read is not None and module is self.memory_read.out:
+            init.zeros_(module.weight)  # an untrained read adds nothing: the model starts as memory_read="slots"
+            return
         super()._init_weights(module)
         if module is self and self.initial_memory is not None:
-            from transformers import initialization as init
-
             init.normal_(self.initial_memory, std=self.config.initializer_range)
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -132,6 +138,13 @@ class MemoryMixerForCausalLM(MemmixPreTrainedModel, MemmixGenerationMixin, Gener
     def project_memories(self, memories: torch.Tensor) -> torch.Tensor:
         """Encoder memories (…, memory_dim) -> decoder-side vectors (…, memory width)."""
         return self.memory_proj(memories) if self.memory_proj is not None else memories
+
+    def bound_read(self, slots: torch.Tensor, visible: torch.Tensor) -> BoundMemoryRead | None:
+        """The decoder's memory read over ``slots (N, S, w)`` of which ``visible (N,)`` are in use, or ``None``
+        with ``memory_read="slots"``."""
+        if self.memory_read is None:
+            return None
+        return BoundMemoryRead(self.memory_read, self.config.memory_read_layer, slots, visible)
 
     # ----- forward --------------------------------------------------------------------------------------------
 

@@ -205,12 +205,20 @@ def test_memory_recall_reads_slot_zero_gains_and_pairs_seeds_by_group():
               score("repeat_source=first", 1, 1.2, 0.1), score("repeat_source=any", 1, 0.2, 0.3)]
     assert script.from_first_chunk(scores[0]) == pytest.approx(1.1)
     assert script.from_later_chunks(scores[1]) == pytest.approx(0.3)
-    call, effects = script.slot_verdict(scores)
-    assert effects == pytest.approx([0.7, 1.0]) and call == "reproduced"
-    assert script.slot_verdict([scores[1], scores[3]])[0].startswith("not measured")
+    assert script.from_every_chunk(scores[0]) == pytest.approx((1.0 + 1.2 + 0.0) / 3)
+    slot = script.comparisons(scores)
+    assert len(slot) == 1 and slot[0]["effects"] == pytest.approx([0.7, 1.0]) and slot[0]["verdict"] == "reproduced"
+    assert script.comparisons([scores[1], scores[3]])[0]["verdict"].startswith("not measured")
     rows = script.pooled_rows(scores)
     assert len(rows) == 6 and rows[0][:4] == ["repeat_source=first", 2, 2, 1]
     assert rows[0][6] == "+1.100 ± 0.141"
+    # an attention-read group is compared with the slots read on any source, over every pair, seed by seed
+    read = "repeat_source=any, memory_read=attention before block 0"
+    with_read = scores + [score(read, 0, 0.3, 0.0), score(read, 1, 0.2, 0.6)]
+    reads = script.comparisons(with_read)[1:]
+    assert [r["treated"] for r in reads] == [read] and reads[0]["control"] == "repeat_source=any"
+    assert reads[0]["effects"] == pytest.approx([-0.3 / 3, 0.3 / 3]) and reads[0]["verdict"] == "inconclusive"
+    assert "content-addressed read" in script.verdict_line(reads[0])
 
 
 def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch, capsys):

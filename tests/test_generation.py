@@ -21,6 +21,7 @@ from transformers.generation.streamers import BaseStreamer
 from variants import CACHED_MEMORY_VARIANTS as MEMORY_VARIANTS
 from variants import CACHED_MIXER_VARIANTS as MIXER_VARIANTS
 from variants import TINY_NO_CTX as TINY
+from variants import wake_memory_read
 
 from modeling_memmix import MemoryMixerConfig, MemoryMixerForCausalLM, MixerConfig, MixerForCausalLM
 from modeling_memmix.generation_memmix import MemmixCache, sliding_keep
@@ -36,7 +37,7 @@ def mixer(variant: str = "flat", n_ctx: int = 16, seed: int = 0) -> MixerForCaus
 def memory_model(variant: str = "past_fixed", seed: int = 0) -> MemoryMixerForCausalLM:
     torch.manual_seed(seed)
     settings = {**TINY, "n_ctx": 8, "max_memories": 2, **MEMORY_VARIANTS[variant]}
-    return MemoryMixerForCausalLM(MemoryMixerConfig(**settings)).eval()
+    return wake_memory_read(MemoryMixerForCausalLM(MemoryMixerConfig(**settings)).eval())
 
 
 def random_ids(batch: int, length: int, seed: int = 1) -> torch.Tensor:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from variants import MIXER_VARIANTS, TINY, memory_config, mixer_config, random_ids
+from variants import MIXER_VARIANTS, TINY, memory_config, mixer_config, random_ids, wake_memory_read
 
 from modeling_memmix import MemoryMixerForCausalLM, MixerAutoencoder, MixerAutoencoderConfig, MixerForCausalLM
 
 PAD_ID = 0
 MEMORY_PADDING_VARIANTS = ("past_fixed", "past_variable", "past_concat", "past_transformer_decoder", "recurrent",
-                           "recurrent_seed", "none_fixed", "oracle_token", "oracle_sum")
+                           "recurrent_seed", "none_fixed", "oracle_token", "oracle_sum", "past_attention_read")
 CAUSAL_MEMORY_VARIANTS = tuple(name for name in MEMORY_PADDING_VARIANTS if not name.startswith("oracle"))
 
 
@@ -28,7 +28,7 @@ def build(family: str, variant: str):
     torch.manual_seed(0)
     if family == "mixer":
         return MixerForCausalLM(mixer_config(variant)).eval()
-    return MemoryMixerForCausalLM(memory_config(variant)).eval()
+    return wake_memory_read(MemoryMixerForCausalLM(memory_config(variant)).eval())
 
 
 def row_lengths(model) -> list[int]:

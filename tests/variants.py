@@ -62,6 +62,7 @@ MEMORY_VARIANTS = {
     "past_per_stack_mixing": {"encoder_mixer_kernel_size": 3, "decoder_mixer_heads": 4},
     "past_noise_scale": {"memory_dim": 8, "embedding_noise_scale": 0.125},
     "past_pytorch_init": {"init_style": "pytorch"},
+    "past_attention_read": {"memory_read": "attention"},
 }
 
 
@@ -89,6 +90,13 @@ CACHED_MEMORY_VARIANTS = {
     "none": {"memory_mode": "none"},
     "none_variable": {"memory_mode": "none", "memory_positions": "variable"},
     "per_stack_conv2_decoder": {"decoder_mixer_heads": 4, "decoder_mixer_kernel_size": 2},
+    # the content-addressed read (a live one: `wake_memory_read`), before the first block and between blocks
+    "attention_read": {"memory_read": "attention"},
+    "attention_read_variable_layer1": {"memory_read": "attention", "memory_positions": "variable",
+                                       "memory_read_layer": 1},
+    "attention_read_recurrent_layer1": {"memory_mode": "recurrent", "memory_read": "attention",
+                                        "memory_read_layer": 1},
+    "attention_read_sum": {"memory_read": "attention", "combine": "sum", "max_memories": 1},
 }
 
 
@@ -102,6 +110,18 @@ def autoencoder_config(name: str, **extra) -> MixerAutoencoderConfig:
 
 def memory_config(name: str, **extra) -> MemoryMixerConfig:
     return MemoryMixerConfig(**TINY, **MEMORY_VARIANTS[name], **extra)
+
+
+def wake_memory_read(model, seed: int = 0):
+    """A memory model whose content-addressed read (``memory_read="attention"``) is live: its output projection
+    starts at zero, which would make every test of the read pass trivially. Other models pass unchanged."""
+    read = getattr(model, "memory_read", None)
+    if read is not None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for parameter in (read.out.weight, read.nothing_key, read.nothing_value):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return model
 
 
 def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:

@@ -12,9 +12,17 @@ For every pair ``source < target`` of chunks, held-out windows get chunk ``targe
 (`evaluation.evaluators.evaluate_chunk_recall`); the recall gain is the loss of that text decoded alone minus its
 loss as a repeat, on the tokens the repeating chunk's own pass predicts. With the seed's fixed memory layout the
 memory of chunk ``s`` sits in slot ``s``, so ``repeat_source=first`` always points the decoder at slot 0, while
-``any`` makes it find the slot. Runs are grouped by their recall-training source (seeds pooled). The verdict tests
-"finding the memory, not reading it, limits recall": the gain on chunks that repeat the first chunk, trained to
-look in slot 0, minus the same gain trained on any source, per seed.
+``any`` makes it find the slot. Runs are grouped by their recall-training source and how the decoder reads its
+memories (``model.memory_read``: fixed mixing over slots, or a content-addressed attention read), seeds pooled.
+Two verdicts, each per seed:
+
+* "finding the memory, not reading it, limits recall": the gain on chunks that repeat the first chunk, trained to
+  look in slot 0, minus the same gain trained on any source;
+* "a content-addressed read lets the decoder find the memory": the gain over every pair with an attention read
+  minus the same without it, both trained on any source (one verdict per read setting)::
+
+    python train_accelerate.py --preset configuration/memory_32_recall.json --set model.memory_read=attention \
+        --set train.output_dir=runs/memory_32_recall_read0
 """
 
 from __future__ import annotations
@@ -43,11 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def group_of(train) -> str:
-    """The recall-training setting a run (its ``TrainConfig``) is grouped by."""
-    if not train.repeat_chunks:
-        return "no recall training"
-    return f"repeat_source={train.repeat_source}"
+SEARCHING = "repeat_source=any"
+
+
+def group_of(train, model_config) -> str:
+    """The recall-training setting (its ``TrainConfig``) and memory read (its model config) a run is grouped by."""
+    group = f"repeat_source={train.repeat_source}" if train.repeat_chunks else "no recall training"
+    if getattr(model_config, "memory_read", "slots") == "slots":
+        return group
+    return f"{group}, memory_read={model_config.memory_read} before block {model_config.memory_read_layer}"
 
 
 def held_out_windows(run: Path):
@@ -88,7 +100,7 @@ def score_run(run: Path, held_out_ids, tokenizer_id: str, batch_size: int) -> di
     with torch.no_grad():
         recall = evaluate_chunk_recall(loaded.model, held_out_ids, {"batch_size": batch_size, "progress": True})
     train = run_config(run).train
-    return {"run": str(run), "group": group_of(train), "seed": train.seed, **recall}
+    return {"run": str(run), "group": group_of(train, loaded.model.config), "seed": train.seed, **recall}
 
 
 def pair_gains(score: dict) -> dict[tuple[int, int], float]:
@@ -105,6 +117,11 @@ def from_later_chunks(score: dict) -> float | None:
     """Mean recall gain over the repeats of any chunk but the first (None with only two chunks)."""
     gains = [gain for (source, _), gain in pair_gains(score).items() if source > 0]
     return statistics.fmean(gains) if gains else None
+
+
+def from_every_chunk(score: dict) -> float:
+    """Mean recall gain over every (source, target) pair."""
+    return statistics.fmean(pair_gains(score).values())
 
 
 def pooled_rows(scores: list[dict]) -> list[list]:
@@ -124,18 +141,42 @@ def pooled_rows(scores: list[dict]) -> list[list]:
     return rows
 
 
-def slot_verdict(scores: list[dict], pointed: str = "repeat_source=first",
-                 searching: str = "repeat_source=any") -> tuple[str, list[float]]:
-    """Per seed, the first-chunk recall gain of the run trained to read slot 0 minus the run trained on any
-    source; the verdict on 'pointing the decoder at the slot helps recall' (positive = it does)."""
+def paired_verdict(scores: list[dict], treated: str, control: str, measure) -> tuple[str, list[float]]:
+    """Per seed, ``measure`` of the ``treated`` group's run minus the ``control`` group's; the verdict on 'the
+    treatment raises the recall gain' (positive = it does)."""
     by_seed = defaultdict(dict)
     for score in scores:
-        by_seed[score["seed"]][score["group"]] = from_first_chunk(score)
-    effects = [groups[pointed] - groups[searching] for _, groups in sorted(by_seed.items())
-               if pointed in groups and searching in groups]
+        by_seed[score["seed"]][score["group"]] = measure(score)
+    effects = [groups[treated] - groups[control] for _, groups in sorted(by_seed.items())
+               if treated in groups and control in groups]
     if not effects:
         return "not measured (needs runs of both groups with the same seed)", []
     return verdict(effects), effects
+
+
+def comparisons(scores: list[dict]) -> list[dict]:
+    """Every verdict the runs allow: pointing at slot 0 (first − any), and each content-addressed read against
+    the slots read (both trained on any source). Each: the question, its groups, the verdict and per-seed effects."""
+    groups = {score["group"] for score in scores}
+    asked = [("pointing the decoder at the memory's slot helps recall", "repeat_source=first", SEARCHING,
+              from_first_chunk, "gain on repeats of chunk 1")]
+    asked += [("a content-addressed read helps the decoder find the memory", group, SEARCHING, from_every_chunk,
+               "gain over every pair") for group in sorted(groups) if group.startswith(SEARCHING + ", memory_read=")]
+    results = []
+    for question, treated, control, measure, measured in asked:
+        call, effects = paired_verdict(scores, treated, control, measure)
+        results.append({"question": question, "treated": treated, "control": control, "measured": measured,
+                        "verdict": call, "effects": effects})
+    return results
+
+
+def verdict_line(result: dict) -> str:
+    """One markdown line of a comparison's verdict."""
+    effects = result["effects"]
+    effect_text = (f": {seed_stats(effects).mean:+.3f} ± {seed_stats(effects).std:.3f} nats/token over "
+                   f"{len(effects)} seed(s) ({', '.join(f'{e:+.3f}' for e in effects)})" if effects else "")
+    return (f"**Verdict on '{result['question']}'** ({result['measured']}, {result['treated']} − "
+            f"{result['control']}, per seed): **{result['verdict']}**{effect_text}.")
 
 
 def plot(scores: list[dict], path: Path) -> None:
@@ -178,13 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     ids = held_out.input_ids[: args.windows]
     scores = [score_run(run, ids, tokenizer_id, args.batch_size) for run in runs]
     summary = [[s["group"], s["seed"], s["run"], round(from_first_chunk(s), 4),
-                "n/a" if from_later_chunks(s) is None else round(from_later_chunks(s), 4)] for s in scores]
-    call, effects = slot_verdict(scores)
+                "n/a" if from_later_chunks(s) is None else round(from_later_chunks(s), 4),
+                round(from_every_chunk(s), 4)] for s in scores]
+    results = comparisons(scores)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(scores, out.with_suffix(".png"))
-    effect_text = (f"{seed_stats(effects).mean:+.3f} ± {seed_stats(effects).std:.3f} nats/token over "
-                   f"{len(effects)} seed(s) ({', '.join(f'{e:+.3f}' for e in effects)})" if effects else "")
     lines = [
         "# Chunk recall: can the decoder find the memory it needs?", "",
         f"Command: `python benchmarks/findings/memory_recall.py {' '.join(args.runs)} --out {args.out}`", "",
@@ -194,16 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         "alone − repeat.", "",
         "## Per run", "",
         markdown_table(["recall training", "seed", "run", "gain, repeats of chunk 1 (slot 0)",
-                        "gain, repeats of later chunks"], summary), "",
+                        "gain, repeats of later chunks", "gain, every pair"], summary), "",
         "## Per pair (mean ± std over seeds)", "",
         markdown_table(["recall training", "seeds", "repeating chunk", "repeats chunk", "repeat loss",
                         "decoded alone", "recall gain"], pooled_rows(scores)), "",
-        f"**Verdict on 'pointing the decoder at the memory's slot helps recall'** (first-chunk gain, "
-        f"repeat_source=first − any, per seed): **{call}**{': ' + effect_text if effect_text else ''}.", "",
+        *(line for result in results for line in (verdict_line(result), "")),
         f"![chunk recall]({out.with_suffix('.png').name})", "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps({"scores": scores, "verdict": call, "effects": effects},
+    out.with_suffix(".json").write_text(json.dumps({"scores": scores, "comparisons": results},
                                                    indent=1), encoding="utf-8")
     print("\n".join(lines[:-2]))
     print(f"wrote {out.with_suffix('.md')}")
