@@ -252,3 +252,28 @@ def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tm
     assert not (tmp_path / "other.jsonl").exists()
     with pytest.raises(FileNotFoundError, match="No source folder"):
         package_docstrings(tmp_path / "missing")
+
+
+def test_memory_recall_reports_where_a_content_addressed_read_looks():
+    """On windows whose chunk 3 repeats chunk 1, the read's weights are measured at each chunk's tokens: chunk 1
+    can only read "nothing", chunk c never weighs slots it cannot see, each row sums to one; a model without a
+    read has no such table."""
+    import torch
+    from variants import memory_config, random_ids, wake_memory_read
+
+    from modeling_memmix import MemoryMixerForCausalLM
+
+    script = load_script("memory_recall")
+    torch.manual_seed(0)
+    model = wake_memory_read(MemoryMixerForCausalLM(memory_config("past_fixed", memory_read="attention")).eval())
+    read = script.read_weights_on_a_repeat(model, random_ids(5, 64), batch_size=2)
+    per_chunk = read["per_chunk"]
+    assert [entry["chunk"] for entry in per_chunk] == [1, 2, 3, 4] and per_chunk[0]["nothing"] == 1.0
+    for entry in per_chunk:
+        assert entry["nothing"] + sum(entry["slots"]) == pytest.approx(1.0, abs=1e-3)
+        assert all(weight == 0 for weight in entry["slots"][entry["chunk"] - 1 :])
+    lines = script.read_weight_lines([{"group": "g", "seed": 0, "read_weights": read}])
+    assert lines[0].startswith("## Where") and "| g | 0 | 3 |" in lines[4]
+    plain = MemoryMixerForCausalLM(memory_config("past_fixed")).eval()
+    assert script.read_weights_on_a_repeat(plain, random_ids(2, 64), batch_size=2) is None
+    assert script.read_weight_lines([{"group": "g", "seed": 0, "read_weights": None}]) == []

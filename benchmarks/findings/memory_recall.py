@@ -99,8 +99,40 @@ def score_run(run: Path, held_out_ids, tokenizer_id: str, batch_size: int) -> di
                          "memories of earlier chunks (past or recurrent)")
     with torch.no_grad():
         recall = evaluate_chunk_recall(loaded.model, held_out_ids, {"batch_size": batch_size, "progress": True})
+        read = read_weights_on_a_repeat(loaded.model, held_out_ids, batch_size)
     train = run_config(run).train
-    return {"run": str(run), "group": group_of(train, loaded.model.config), "seed": train.seed, **recall}
+    return {"run": str(run), "group": group_of(train, loaded.model.config), "seed": train.seed, **recall,
+            "read_weights": read}
+
+
+def read_weights_on_a_repeat(model, held_out_ids, batch_size: int) -> dict | None:
+    """Where a content-addressed read looks (``memory_read="attention"``, fixed slots only; ``None`` otherwise):
+    on held-out windows whose third chunk is overwritten by the first, the read's mean attention per chunk over
+    "nothing" and each memory slot, at the chunk's token positions. A read that finds the repeat puts chunk 3's
+    weight on slot 1."""
+    import torch
+
+    config = model.config
+    if getattr(model, "memory_read", None) is None or config.memory_positions != "fixed" or config.max_memories < 2:
+        return None
+    chunk = config.n_ctx
+    ids = held_out_ids[:, : chunk * (config.max_memories + 1)].clone()
+    ids[:, 2 * chunk : 3 * chunk] = ids[:, :chunk]
+    captured = []
+    hook = model.memory_read.register_forward_hook(
+        lambda module, args, output: captured.append(module.weights(*args)[:, -chunk:].float()))
+    try:
+        with torch.no_grad():
+            for start in range(0, ids.shape[0], batch_size):
+                model(ids[start : start + batch_size].to(model.device))
+    finally:
+        hook.remove()
+    chunks = ids.shape[1] // chunk
+    weights = torch.cat([w.view(-1, chunks, *w.shape[1:]) for w in captured])  # (windows, chunks, C, 1 + S)
+    means = weights.mean(dim=(0, 2))  # (chunks, 1 + S)
+    return {"repeat": "chunk 3 = chunk 1",
+            "per_chunk": [{"chunk": c + 1, "nothing": round(float(row[0]), 4),
+                           "slots": [round(float(x), 4) for x in row[1:]]} for c, row in enumerate(means)]}
 
 
 def pair_gains(score: dict) -> dict[tuple[int, int], float]:
@@ -210,6 +242,20 @@ def plot(scores: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=110, bbox_inches="tight")
 
 
+def read_weight_lines(scores: list[dict]) -> list[str]:
+    """A table of where each content-addressed read looks on a repeat (nothing for runs without one)."""
+    rows = [[score["group"], score["seed"], entry["chunk"], f"{entry['nothing']:.3f}",
+             " / ".join(f"{x:.3f}" for x in entry["slots"])]
+            for score in scores if score.get("read_weights") for entry in score["read_weights"]["per_chunk"]]
+    if not rows:
+        return []
+    return ["## Where the content-addressed read looks", "",
+            "Held-out windows whose chunk 3 is overwritten by chunk 1; the read's mean attention at each chunk's "
+            "tokens. A read that finds the repeat puts chunk 3's weight on slot 1.", "",
+            markdown_table(["recall training", "seed", "chunk", "weight on nothing", "weight on slots 1 / 2 / …"],
+                           rows), ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -239,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["recall training", "seeds", "repeating chunk", "repeats chunk", "repeat loss",
                         "decoded alone", "recall gain"], pooled_rows(scores)), "",
         *(line for result in results for line in (verdict_line(result), "")),
+        *read_weight_lines(scores),
         f"![chunk recall]({out.with_suffix('.png').name})", "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
