@@ -270,19 +270,20 @@ def test_memory_model_from_frozen_autoencoder_encoder(shared, autoencoder_run, t
 
 
 def test_the_memory_recall_script_scores_recall_trained_runs_by_source(shared, autoencoder_run, tmp_path):
-    """benchmarks/findings/memory_recall.py scores a run trained to copy any earlier chunk and one trained to copy
-    the first, on one held-out set, groups them by source and writes its files; an autoencoder run is refused."""
+    """benchmarks/findings/memory_recall.py scores a run trained to copy any earlier chunk, one trained to copy
+    the first and one with a content-addressed read, on one held-out set, groups them by source and read, gives
+    both verdicts and where the read looks, and writes its files; an autoencoder run is refused."""
     import importlib.util
 
     ae_dir = autoencoder_run[0] / "export"
     runs = []
-    for source in ("any", "first"):
-        config = tiny_config(shared, tmp_path / source, "memory", model={"max_memories": 2},
+    for name, source, read in (("any", "any", "slots"), ("first", "first", "slots"), ("read", "any", "attention")):
+        config = tiny_config(shared, tmp_path / name, "memory", model={"max_memories": 2, "memory_read": read},
                              init_from_autoencoder=str(ae_dir), max_steps=2, eval_every=2, random_offsets=True,
                              repeat_chunks=1.0, repeat_source=source)
         config.data.tokenizer = None  # the autoencoder's tokenizer is reused
         run_training(config)
-        runs.append(str(tmp_path / source))
+        runs.append(str(tmp_path / name))
     spec = importlib.util.spec_from_file_location("memory_recall", REPO / "benchmarks" / "findings"
                                                   / "memory_recall.py")
     script = importlib.util.module_from_spec(spec)
@@ -290,10 +291,16 @@ def test_the_memory_recall_script_scores_recall_trained_runs_by_source(shared, a
     out = tmp_path / "recall"
     assert script.main([*runs, "--windows", "6", "--out", str(out)]) == 0
     results = json.loads(out.with_suffix(".json").read_text())
-    assert [score["group"] for score in results["scores"]] == ["repeat_source=any", "repeat_source=first"]
+    read_group = "repeat_source=any, memory_read=attention before block 0"
+    assert [score["group"] for score in results["scores"]] == ["repeat_source=any", "repeat_source=first", read_group]
     assert all(len(score["pairs"]) == 3 and score["windows"] == 6 for score in results["scores"])
-    assert len(results["effects"]) == 1 and results["verdict"] in ("reproduced", "refuted", "inconclusive")
-    assert "| repeat_source=first | 0 |" in out.with_suffix(".md").read_text()
+    slot, read = results["comparisons"]
+    assert slot["treated"] == "repeat_source=first" and read["treated"] == read_group
+    assert all(len(c["effects"]) == 1 and c["verdict"] in ("reproduced", "refuted", "inconclusive")
+               for c in (slot, read))
+    assert [s["read_weights"] is None for s in results["scores"]] == [True, True, False]
+    report = out.with_suffix(".md").read_text()
+    assert "| repeat_source=first | 0 |" in report and "## Where the content-addressed read looks" in report
     assert out.with_suffix(".png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="chunk recall needs memory-family runs"):
         script.main([runs[0], str(autoencoder_run[0]), "--windows", "6", "--out", str(out)])
