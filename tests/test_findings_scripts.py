@@ -192,33 +192,51 @@ def test_step_scaling_pools_schedules_fits_the_last_doubling_and_extrapolates():
 
 def test_memory_recall_reads_slot_zero_gains_and_pairs_seeds_by_group():
     """The chunk-recall script's arithmetic on made-up scores: the first-chunk gain averages the pairs whose
-    source is chunk 0, the verdict compares the two recall-training groups seed by seed, and a missing group is
-    said to be unmeasured rather than called."""
+    source is chunk 0; each verdict compares two settings that differ in one thing (source, read or decoder
+    depth) seed by seed; a setting whose control was not run is said to be unmeasured rather than called."""
     script = load_script("memory_recall")
 
-    def score(group, seed, first_gain, later_gain):
+    def score(seed, first_gain, later_gain, recall="any", blocks=2, read="slots"):
+        setting = {"recall": recall, "decoder_blocks": blocks, "read": read}
         pairs = [{"source": s, "target": t, "repeat_loss": 4.0 - gain, "alone_loss": 4.0, "recall_gain": gain}
                  for s, t, gain in ((0, 1, first_gain), (0, 2, first_gain + 0.2), (1, 2, later_gain))]
-        return {"group": group, "seed": seed, "run": f"{group}{seed}", "chunk_tokens": 4, "pairs": pairs}
+        group = script.group_label(setting)
+        return {"group": group, "setting": setting, "seed": seed, "run": f"{group}{seed}", "chunk_tokens": 4,
+                "pairs": pairs}
 
-    scores = [score("repeat_source=first", 0, 1.0, 0.0), score("repeat_source=any", 0, 0.3, 0.3),
-              score("repeat_source=first", 1, 1.2, 0.1), score("repeat_source=any", 1, 0.2, 0.3)]
+    scores = [score(0, 1.0, 0.0, recall="first"), score(0, 0.3, 0.3),
+              score(1, 1.2, 0.1, recall="first"), score(1, 0.2, 0.3)]
+    first, searching = "repeat_source=first, 2-block decoder", "repeat_source=any, 2-block decoder"
+    assert [s["group"] for s in scores[:2]] == [first, searching]
+    assert script.group_label({"recall": None, "decoder_blocks": 4, "read": "slots"}) == (
+        "no recall training, 4-block decoder")
     assert script.from_first_chunk(scores[0]) == pytest.approx(1.1)
     assert script.from_later_chunks(scores[1]) == pytest.approx(0.3)
     assert script.from_every_chunk(scores[0]) == pytest.approx((1.0 + 1.2 + 0.0) / 3)
     slot = script.comparisons(scores)
     assert len(slot) == 1 and slot[0]["effects"] == pytest.approx([0.7, 1.0]) and slot[0]["verdict"] == "reproduced"
-    assert script.comparisons([scores[1], scores[3]])[0]["verdict"].startswith("not measured")
+    assert (slot[0]["treated"], slot[0]["control"]) == (first, searching)
+    assert script.comparisons([scores[0], scores[2]])[0]["verdict"].startswith("not measured")
+    assert script.comparisons([scores[1], scores[3]]) == []  # nothing differs in one thing
     rows = script.pooled_rows(scores)
-    assert len(rows) == 6 and rows[0][:4] == ["repeat_source=first", 2, 2, 1]
+    assert len(rows) == 6 and rows[0][:4] == [first, 2, 2, 1]
     assert rows[0][6] == "+1.100 ± 0.141"
-    # an attention-read group is compared with the slots read on any source, over every pair, seed by seed
-    read = "repeat_source=any, memory_read=attention before block 0"
-    with_read = scores + [score(read, 0, 0.3, 0.0), score(read, 1, 0.2, 0.6)]
-    reads = script.comparisons(with_read)[1:]
-    assert [r["treated"] for r in reads] == [read] and reads[0]["control"] == "repeat_source=any"
-    assert reads[0]["effects"] == pytest.approx([-0.3 / 3, 0.3 / 3]) and reads[0]["verdict"] == "inconclusive"
-    assert "content-addressed read" in script.verdict_line(reads[0])
+    # a read is compared with the slots read of the same depth; a deeper decoder with the next shallower one
+    read = "attention before block 2"
+    with_more = scores + [score(0, 0.3, 0.0, blocks=4, read=read), score(1, 0.2, 0.6, blocks=4, read=read),
+                          score(0, 0.6, 0.6, blocks=4), score(1, 0.2, 0.3, blocks=4),
+                          score(0, 0.9, 0.9, blocks=8)]
+    slot, reads, deeper, deepest = script.comparisons(with_more)
+    deep_read = "repeat_source=any, 4-block decoder, memory_read=attention before block 2"
+    assert (reads["treated"], reads["control"]) == (deep_read, "repeat_source=any, 4-block decoder")
+    assert reads["effects"] == pytest.approx([-0.4, 0.1]) and reads["verdict"] == "inconclusive"
+    assert "content-addressed read" in script.verdict_line(reads)
+    assert (deeper["treated"], deeper["control"]) == ("repeat_source=any, 4-block decoder", searching)
+    assert deeper["effects"] == pytest.approx([0.3, 0.0])
+    assert (deepest["treated"], deepest["control"]) == ("repeat_source=any, 8-block decoder",
+                                                        "repeat_source=any, 4-block decoder")
+    assert deepest["effects"] == pytest.approx([0.3])  # seed 1 has no 8-block run
+    assert "deeper decoder" in script.verdict_line(deepest)
 
 
 def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tmp_path, monkeypatch, capsys):

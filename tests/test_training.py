@@ -291,16 +291,17 @@ def test_the_memory_recall_script_scores_recall_trained_runs_by_source(shared, a
     out = tmp_path / "recall"
     assert script.main([*runs, "--windows", "6", "--out", str(out)]) == 0
     results = json.loads(out.with_suffix(".json").read_text())
-    read_group = "repeat_source=any, memory_read=attention before block 0"
-    assert [score["group"] for score in results["scores"]] == ["repeat_source=any", "repeat_source=first", read_group]
+    searching, first = "repeat_source=any, 2-block decoder", "repeat_source=first, 2-block decoder"
+    read_group = f"{searching}, memory_read=attention before block 0"
+    assert [score["group"] for score in results["scores"]] == [searching, first, read_group]
     assert all(len(score["pairs"]) == 3 and score["windows"] == 6 for score in results["scores"])
     slot, read = results["comparisons"]
-    assert slot["treated"] == "repeat_source=first" and read["treated"] == read_group
+    assert (slot["treated"], read["treated"]) == (first, read_group) and read["control"] == searching
     assert all(len(c["effects"]) == 1 and c["verdict"] in ("reproduced", "refuted", "inconclusive")
                for c in (slot, read))
     assert [s["read_weights"] is None for s in results["scores"]] == [True, True, False]
     report = out.with_suffix(".md").read_text()
-    assert "| repeat_source=first | 0 |" in report and "## Where the content-addressed read looks" in report
+    assert f"| {first} | 0 |" in report and "## Where the content-addressed read looks" in report
     assert out.with_suffix(".png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="chunk recall needs memory-family runs"):
         script.main([runs[0], str(autoencoder_run[0]), "--windows", "6", "--out", str(out)])

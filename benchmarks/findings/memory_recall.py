@@ -12,17 +12,21 @@ For every pair ``source < target`` of chunks, held-out windows get chunk ``targe
 (`evaluation.evaluators.evaluate_chunk_recall`); the recall gain is the loss of that text decoded alone minus its
 loss as a repeat, on the tokens the repeating chunk's own pass predicts. With the seed's fixed memory layout the
 memory of chunk ``s`` sits in slot ``s``, so ``repeat_source=first`` always points the decoder at slot 0, while
-``any`` makes it find the slot. Runs are grouped by their recall-training source and how the decoder reads its
-memories (``model.memory_read``: fixed mixing over slots, or a content-addressed attention read), seeds pooled.
-Two verdicts, each per seed:
+``any`` makes it find the slot. Runs are grouped by their recall-training source, their decoder's depth and how the decoder reads its memories
+(``model.memory_read``: fixed mixing over slots, or a content-addressed attention read), seeds pooled. Each
+verdict compares two settings that differ in one thing, seed by seed:
 
-* "finding the memory, not reading it, limits recall": the gain on chunks that repeat the first chunk, trained to
-  look in slot 0, minus the same gain trained on any source;
-* "a content-addressed read lets the decoder find the memory": the gain over every pair with an attention read
-  minus the same without it, both trained on any source (one verdict per read setting)::
+* "pointing the decoder at the memory's slot helps recall": the gain on chunks that repeat the first chunk,
+  trained to look in slot 0, minus the same gain trained on any source;
+* "a content-addressed read helps the decoder find the memory": the gain over every pair with an attention read
+  minus the same without it, both trained on any source (one verdict per read setting);
+* "a deeper decoder helps recall": the gain over every pair of a deeper slots-reading decoder minus the next
+  shallower one, so a read placed deep in a deep decoder is told apart from the depth itself::
 
     python train_accelerate.py --preset configuration/memory_32_recall.json --set model.memory_read=attention \
-        --set train.output_dir=runs/memory_32_recall_read0
+        --set model.memory_read_layer=1 --set train.output_dir=runs/memory_32_recall_read1
+    python train_accelerate.py --preset configuration/memory_32_recall.json --set model.num_hidden_layers=4 \
+        --set train.output_dir=runs/memory_32_recall_4blocks
 """
 
 from __future__ import annotations
@@ -51,15 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SEARCHING = "repeat_source=any"
+SEARCHING = "any"  # the recall-training source that makes the decoder find the memory
 
 
-def group_of(train, model_config) -> str:
-    """The recall-training setting (its ``TrainConfig``) and memory read (its model config) a run is grouped by."""
-    group = f"repeat_source={train.repeat_source}" if train.repeat_chunks else "no recall training"
-    if getattr(model_config, "memory_read", "slots") == "slots":
-        return group
-    return f"{group}, memory_read={model_config.memory_read} before block {model_config.memory_read_layer}"
+def setting_of(train, model_config) -> dict:
+    """What a run is grouped by: its recall-training source (its ``TrainConfig``; None without recall training),
+    its decoder's depth and how the decoder reads its memories (its model config)."""
+    read = getattr(model_config, "memory_read", "slots")
+    return {"recall": train.repeat_source if train.repeat_chunks else None,
+            "decoder_blocks": model_config.num_hidden_layers,
+            "read": "slots" if read == "slots" else f"{read} before block {model_config.memory_read_layer}"}
+
+
+def group_label(setting: dict) -> str:
+    """The name a setting is shown and paired by, e.g. 'repeat_source=any, 2-block decoder'."""
+    recall = f"repeat_source={setting['recall']}" if setting["recall"] else "no recall training"
+    label = f"{recall}, {setting['decoder_blocks']}-block decoder"
+    return label if setting["read"] == "slots" else f"{label}, memory_read={setting['read']}"
 
 
 def held_out_windows(run: Path):
@@ -101,7 +113,8 @@ def score_run(run: Path, held_out_ids, tokenizer_id: str, batch_size: int) -> di
         recall = evaluate_chunk_recall(loaded.model, held_out_ids, {"batch_size": batch_size, "progress": True})
         read = read_weights_on_a_repeat(loaded.model, held_out_ids, batch_size)
     train = run_config(run).train
-    return {"run": str(run), "group": group_of(train, loaded.model.config), "seed": train.seed, **recall,
+    setting = setting_of(train, loaded.model.config)
+    return {"run": str(run), "group": group_label(setting), "setting": setting, "seed": train.seed, **recall,
             "read_weights": read}
 
 
@@ -187,15 +200,28 @@ def paired_verdict(scores: list[dict], treated: str, control: str, measure) -> t
 
 
 def comparisons(scores: list[dict]) -> list[dict]:
-    """Every verdict the runs allow: pointing at slot 0 (first − any), and each content-addressed read against
-    the slots read (both trained on any source). Each: the question, its groups, the verdict and per-seed effects."""
-    groups = {score["group"] for score in scores}
-    asked = [("pointing the decoder at the memory's slot helps recall", "repeat_source=first", SEARCHING,
-              from_first_chunk, "gain on repeats of chunk 1")]
-    asked += [("a content-addressed read helps the decoder find the memory", group, SEARCHING, from_every_chunk,
-               "gain over every pair") for group in sorted(groups) if group.startswith(SEARCHING + ", memory_read=")]
+    """Every verdict the runs allow, each against the setting that differs in one thing: pointing at slot 0 (first
+    − any source), each content-addressed read (against the slots read) and each deeper decoder (against the next
+    shallower one, both reading slots), the last two trained on any source. Each: the question, its groups, the
+    verdict and per-seed effects ("not measured" when no run of the control shares a seed)."""
+    settings = {score["group"]: score["setting"] for score in scores}
+    asked = []
+    for label, setting in settings.items():
+        if setting["recall"] == "first" and setting["read"] == "slots":
+            asked.append((0, "pointing the decoder at the memory's slot helps recall", label,
+                          group_label({**setting, "recall": SEARCHING}), from_first_chunk, "gain on repeats of chunk 1"))
+        elif setting["recall"] == SEARCHING and setting["read"] != "slots":
+            asked.append((1, "a content-addressed read helps the decoder find the memory", label,
+                          group_label({**setting, "read": "slots"}), from_every_chunk, "gain over every pair"))
+        elif setting["recall"] == SEARCHING:
+            shallower = [other["decoder_blocks"] for other in settings.values() if other["recall"] == SEARCHING
+                         and other["read"] == "slots" and other["decoder_blocks"] < setting["decoder_blocks"]]
+            if shallower:
+                asked.append((2, "a deeper decoder helps recall", label,
+                              group_label({**setting, "decoder_blocks": max(shallower)}), from_every_chunk,
+                              "gain over every pair"))
     results = []
-    for question, treated, control, measure, measured in asked:
+    for _, question, treated, control, measure, measured in sorted(asked, key=lambda entry: entry[:3]):
         call, effects = paired_verdict(scores, treated, control, measure)
         results.append({"question": question, "treated": treated, "control": control, "measured": measured,
                         "verdict": call, "effects": effects})
@@ -223,9 +249,13 @@ def plot(scores: list[dict], path: Path) -> None:
     for score in scores:
         groups[score["group"]].append(pair_gains(score))
     chunks = max(target for gains in groups[next(iter(groups))] for _, target in gains) + 1
-    figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+    columns = min(len(groups), 3)
+    rows = -(-len(groups) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.9 * rows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_axis_off()
     highest = max(max(gains.values()) for members in groups.values() for gains in members)
-    for ax, (group, members) in zip(axes[0], groups.items()):
+    for ax, (group, members) in zip(axes.flat, groups.items()):
         grid = np.full((chunks, chunks), np.nan)
         for (source, target) in members[0]:
             grid[target, source] = statistics.fmean(gains[(source, target)] for gains in members)
@@ -237,8 +267,9 @@ def plot(scores: list[dict], path: Path) -> None:
         ax.set_yticks(range(chunks - 1), [str(c + 2) for c in range(chunks - 1)])
         ax.set_xlabel("repeats chunk (its memory's slot + 1)")
         ax.set_ylabel("repeating chunk")
-        ax.set_title(f"{group}\n({len(members)} seed{'s' if len(members) > 1 else ''})", fontsize=10)
-    figure.colorbar(image, ax=axes[0].tolist(), label="recall gain (nats/token)")
+        title = group.replace(", memory_read=", ",\nread: ")
+        ax.set_title(f"{title}\n({len(members)} seed{'s' if len(members) > 1 else ''})", fontsize=10)
+    figure.colorbar(image, ax=axes.ravel().tolist(), label="recall gain (nats/token)")
     figure.savefig(path, dpi=110, bbox_inches="tight")
 
 
