@@ -61,7 +61,14 @@ from memmix_train.checkpointing import find_resume_checkpoint, load_checkpoint, 
 from memmix_train.config import RunConfig, TrainConfig, load_preset, save_config
 from memmix_train.data import check_windows_fit, prepare_tokenizer, prepare_windows
 from memmix_train.export import check_push_possible, export_run, push_folder_to_hub
-from memmix_train.loop import NonFiniteLossError, Progress, build_optimizer, build_scheduler, run_loop
+from memmix_train.loop import (
+    BudgetClock,
+    NonFiniteLossError,
+    Progress,
+    build_optimizer,
+    build_scheduler,
+    run_loop,
+)
 from memmix_train.metrics_log import LOG_FILE, MetricsLog, flat_hparams
 from memmix_train.model_builder import build_model, check_init_from, plan_model
 from memmix_train.validation import evaluate
@@ -138,7 +145,8 @@ def run_training(config: RunConfig) -> dict[str, Any]:
 
     # --- optimizer
     optimizer = build_optimizer(model, train)
-    scheduler = build_scheduler(optimizer, train)
+    clock = BudgetClock()  # the share of train.max_minutes spent, for lr_schedule='time'
+    scheduler = build_scheduler(optimizer, train, clock)
     model, optimizer = accelerator.prepare(model, optimizer)
     if train.compile:  # the windows were checked on the host above: the compiled graph has no value checks
         core = accelerator.unwrap_model(model)
@@ -178,7 +186,7 @@ def run_training(config: RunConfig) -> dict[str, Any]:
                             train.seed, random_offsets=train.random_offsets, repeat_chunks=train.repeat_chunks,
                             chunk=plan.config.n_ctx, repeat_source=train.repeat_source)
     last_eval = run_loop(model, optimizer, scheduler, batches, accelerator, train, progress, log, evaluate_at,
-                         save_at, started, desc=config.family)
+                         save_at, started, desc=config.family, clock=clock)
 
     # --- final evaluation (unless the loop just evaluated) and a checkpoint of the final weights
     if last_eval.get("step") != progress.step:

@@ -38,6 +38,7 @@ RESUME_WORDS = ("auto", "never")
 POSITIVE_INTEGERS = ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "save_every",
                      "keep_checkpoints")
 OPTIMIZER_IMPLS = ("fused", "foreach", "for_loop")
+LR_SCHEDULES = ("steps", "time")  # what the cosine decay runs over (memmix_train/loop.py build_scheduler)
 REPEAT_SOURCES = ("any", "first", "previous")  # which earlier chunk recall training copies (memmix_train/batches.py)
 LORA_SWITCHES = ("lora_adapt_mixing", "lora_decoder_only", "lora_merge")
 
@@ -78,6 +79,9 @@ class TrainConfig:
     warmup_steps: int = 20
     max_steps: int = 200  # length of the schedule (optimizer steps)
     max_minutes: float | None = None  # wall-clock budget; the run saves, evaluates and exports when it is spent
+    # steps: cosine decay to 0 at max_steps, max_minutes only stops this invocation (step-determined runs);
+    # time: decay to 0 when the first of max_steps and max_minutes runs out, the budget counting every invocation
+    lr_schedule: str = "steps"
     stop_after_steps: int | None = None  # stop this invocation after N steps (checkpoint kept); schedule unchanged
     grad_clip: float | None = 1.0  # max gradient norm; None or 0 disables clipping
     random_offsets: bool = False  # each training window starts at a random offset in the token stream (more windows)
@@ -131,6 +135,14 @@ class TrainConfig:
         if self.repeat_source != "any" and not self.repeat_chunks:
             raise ValueError(f"train.repeat_source={self.repeat_source!r} says which chunk recall training copies; "
                              "it needs train.repeat_chunks > 0")
+        if self.max_minutes is not None and (not isinstance(self.max_minutes, (int, float))
+                                             or isinstance(self.max_minutes, bool) or self.max_minutes <= 0):
+            raise ValueError(f"train.max_minutes={self.max_minutes!r} must be a positive number of minutes (or null)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule={self.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
+        if self.lr_schedule == "time" and self.max_minutes is None:
+            raise ValueError("train.lr_schedule='time' decays the learning rate over the time budget; it needs "
+                             "train.max_minutes (e.g. 20)")
         if self.optimizer_impl not in OPTIMIZER_IMPLS:
             raise ValueError(f"train.optimizer_impl={self.optimizer_impl!r}; choose one of {list(OPTIMIZER_IMPLS)}")
         if self.compile:

@@ -123,7 +123,8 @@ def write_preset(path: Path, data: dict[str, str], output_dir: Path, batch_size:
     """A tiny mixer run: lr high enough that the loss moves in a few steps, a loss record every step."""
     preset = tiny_preset("mixer", TINY_MODEL, builtin_data(data), output_dir, batch_size=batch_size, lr=1e-2,
                          warmup_steps=1, max_steps=DDP_STEPS, eval_every=DDP_STEPS, save_every=DDP_STEPS,
-                         eval_batches=2, resume="never")
+                         eval_batches=2, resume="never",
+                         max_minutes=30)  # never reached: the processes only agree on the clock every step
     path.write_text(json.dumps(preset))
     return path
 

@@ -1,6 +1,6 @@
 """Tests of train_accelerate.py and memmix_train: presets and overrides resolve to a checked RunConfig, short runs
 of each family export loadable folders, bits per byte count exactly the scored bytes, a resumed run repeats the
-uninterrupted losses, an interrupted save never looks valid, a NaN loss stops the run, pushing offline fails
+uninterrupted losses, a time-sized schedule anneals within its budget, an interrupted save never looks valid, a NaN loss stops the run, pushing offline fails
 before training, and mismatched settings fail with errors that name them.
 
 Every run uses a tiny model (hidden 32, 2 layers, n_ctx 16) on ~150 built-in documents with a 300-token
@@ -19,6 +19,7 @@ import pytest
 import torch
 from helpers import (
     TINY_MODEL,
+    TINY_TRAIN,
     builtin_data,
     fresh_accelerate_state,  # noqa: F401  (autouse fixture)
     read_log,
@@ -26,11 +27,11 @@ from helpers import (
     train_losses,
     train_small_tokenizer,
 )
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
 from memmix_data import load_or_build_windows, token_byte_lengths
 from memmix_hub import HubUnreachableError
-from memmix_train import checkpointing
+from memmix_train import checkpointing, loop
 from memmix_train.batches import WindowBatches
 from memmix_train.checkpointing import complete_checkpoints, latest_checkpoint
 from memmix_train.config import apply_overrides, load_preset, resolve_config
@@ -347,6 +348,65 @@ def test_resumed_run_repeats_the_uninterrupted_losses(shared, tmp_path):
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "whole")
     assert len(train_losses(tmp_path / "whole")) == 6
     assert resumed["val_bits_per_byte"] == whole["val_bits_per_byte"]
+
+
+def fake_loop_clock(monkeypatch, seconds_per_step: float) -> None:
+    """Make every step of the training loop take ``seconds_per_step`` by the budget's clock (counted per run)."""
+    calls = []
+
+    def seconds_everywhere(started, accelerator):
+        calls.append(started)
+        return seconds_per_step * sum(1 for call in calls if call == started)
+
+    monkeypatch.setattr(loop, "seconds_everywhere", seconds_everywhere)
+
+
+def test_time_schedule_anneals_within_the_budget_and_the_budget_spans_resumes(shared, tmp_path, monkeypatch):
+    """lr_schedule='time' decays the learning rate over max_minutes when that runs out before max_steps: with
+    12 s a step and a 1-minute budget, step k's rate is the cosine at the budget's share after step k - 1, and
+    the run stops at step 5. The spent budget is saved, so a resumed run takes no step; the step schedule, by
+    contrast, keeps its rate and gives a resumed run a new budget."""
+    fake_loop_clock(monkeypatch, 12.0)
+    settings = {"max_steps": 1000, "max_minutes": 1, "warmup_steps": 2, "save_every": 3, "eval_every": 100}
+    timed = run_training(tiny_config(shared, tmp_path / "time", lr_schedule="time", **settings))
+    records = [r for r in read_log(tmp_path / "time") if "lr" in r]
+    assert timed["step"] == 5 and [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    lr = TINY_TRAIN["lr"]
+    expected = [lr / 2] + [lr * 0.5 * (1 + math.cos(math.pi * (k - 1) / 5)) for k in range(2, 6)]
+    assert [r["lr"] for r in records] == pytest.approx(expected)
+    assert [p.name for p in complete_checkpoints(tmp_path / "time")][-1] == "step_000005"
+    state = json.loads((latest_checkpoint(tmp_path / "time") / "trainer_state.json").read_text())
+    assert state["train_seconds"] == pytest.approx(60.0)
+    again = run_training(tiny_config(shared, tmp_path / "time", lr_schedule="time", **settings))
+    assert again["step"] == 5 and max(r["step"] for r in read_log(tmp_path / "time")) == 5
+
+    stepped = run_training(tiny_config(shared, tmp_path / "steps", **settings))
+    assert stepped["step"] == 5
+    assert all(r["lr"] > 0.99 * lr for r in read_log(tmp_path / "steps") if "lr" in r and r["step"] > 2)
+    resumed = run_training(tiny_config(shared, tmp_path / "steps", **settings))
+    assert resumed["step"] == 10  # a new invocation, a new budget
+
+
+def test_time_schedule_is_the_step_cosine_until_the_budget_runs_ahead():
+    """While the budget's share lags the steps', lr_schedule='time' is transformers' warmup + cosine exactly;
+    ahead of them it decays earlier, and a spent budget gives 0 after the warmup."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cosine = get_cosine_schedule_with_warmup(optimizer, 3, 20).lr_lambdas[0]
+    lagging, ahead, spent = loop.BudgetClock(0.0), loop.BudgetClock(0.5), loop.BudgetClock(1.0)
+    for step in range(21):
+        assert loop.budget_cosine_factor(step, 3, 20, lagging) == pytest.approx(cosine(step))
+        assert loop.budget_cosine_factor(step, 3, 20, ahead) <= cosine(step) + 1e-12
+        assert loop.budget_cosine_factor(step, 3, 20, spent) == (pytest.approx(cosine(step)) if step < 3 else 0.0)
+    assert loop.budget_cosine_factor(5, 3, 20, ahead) == pytest.approx(0.5)
+
+
+def test_budget_and_schedule_settings_are_checked():
+    for train, message in (({"lr_schedule": "cosine"}, "train.lr_schedule='cosine'; choose one of"),
+                           ({"lr_schedule": "time"}, "needs train.max_minutes"),
+                           ({"max_minutes": 0}, "train.max_minutes=0 must be a positive number"),
+                           ({"max_minutes": "20"}, "train.max_minutes='20' must be a positive number")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            resolve_config({"family": "mixer", "model": {}, "data": {}, "train": train})
 
 
 def test_interrupted_save_never_looks_valid(shared, tmp_path, monkeypatch):
