@@ -272,10 +272,11 @@ def test_docstring_corpus_reads_a_package_without_tests_or_builtin_duplicates(tm
         package_docstrings(tmp_path / "missing")
 
 
-def test_memory_recall_reports_where_a_content_addressed_read_looks():
-    """On windows whose chunk 3 repeats chunk 1, the read's weights are measured at each chunk's tokens: chunk 1
-    can only read "nothing", chunk c never weighs slots it cannot see, each row sums to one; a model without a
-    read has no such table."""
+def test_memory_recall_reports_where_a_content_addressed_read_looks(monkeypatch):
+    """The read's weights are measured at each chunk's tokens on natural text and with chunk 3 repeating chunk 1
+    or 2: chunk 1 can only read "nothing", chunk c never weighs slots it cannot see, each row sums to one; a model
+    without a read has no such table. Selectivity is the mean of the two slots' weight differences between the
+    repeats, and its call needs every seed above the margin (or, refuted, the whole spread below it)."""
     import torch
     from variants import memory_config, random_ids, wake_memory_read
 
@@ -284,14 +285,33 @@ def test_memory_recall_reports_where_a_content_addressed_read_looks():
     script = load_script("memory_recall")
     torch.manual_seed(0)
     model = wake_memory_read(MemoryMixerForCausalLM(memory_config("past_fixed", memory_read="attention")).eval())
-    read = script.read_weights_on_a_repeat(model, random_ids(5, 64), batch_size=2)
-    per_chunk = read["per_chunk"]
-    assert [entry["chunk"] for entry in per_chunk] == [1, 2, 3, 4] and per_chunk[0]["nothing"] == 1.0
-    for entry in per_chunk:
-        assert entry["nothing"] + sum(entry["slots"]) == pytest.approx(1.0, abs=1e-3)
-        assert all(weight == 0 for weight in entry["slots"][entry["chunk"] - 1 :])
+    read = script.read_weights_on_repeats(model, random_ids(5, 64), batch_size=2)
+    assert list(read["per_chunk"]) == ["natural text", "chunk 3 = chunk 1", "chunk 3 = chunk 2"]
+    assert -1 <= read["selectivity"] <= 1
+    for per_chunk in read["per_chunk"].values():
+        assert [entry["chunk"] for entry in per_chunk] == [1, 2, 3, 4] and per_chunk[0]["nothing"] == 1.0
+        for entry in per_chunk:
+            assert entry["nothing"] + sum(entry["slots"]) == pytest.approx(1.0, abs=1e-3)
+            assert all(weight == 0 for weight in entry["slots"][entry["chunk"] - 1 :])
+    assert read["per_chunk"]["natural text"][1] == read["per_chunk"]["chunk 3 = chunk 1"][1]  # chunk 2 unchanged
     lines = script.read_weight_lines([{"group": "g", "seed": 0, "read_weights": read}])
-    assert lines[0].startswith("## Where") and "| g | 0 | 3 |" in lines[4]
+    assert lines[0].startswith("## Where") and "| g | 0 | natural text | 2 |" in "\n".join(lines)
     plain = MemoryMixerForCausalLM(memory_config("past_fixed")).eval()
-    assert script.read_weights_on_a_repeat(plain, random_ids(2, 64), batch_size=2) is None
+    assert script.read_weights_on_repeats(plain, random_ids(2, 64), batch_size=2) is None
     assert script.read_weight_lines([{"group": "g", "seed": 0, "read_weights": None}]) == []
+
+    weights = {None: [[1, 0, 0], [0, 1, 0], [0, 0.5, 0.5]], 0: [[1, 0, 0], [0, 1, 0], [0, 0.7, 0.3]],
+               1: [[1, 0, 0], [0, 1, 0], [0, 0.4, 0.6]]}
+    monkeypatch.setattr(script, "mean_read_weights",
+                        lambda model, ids, batch_size, source: torch.tensor(weights[source]))
+    assert script.read_weights_on_repeats(model, random_ids(2, 64), 2)["selectivity"] == pytest.approx(0.3)
+
+    def read_run(seed, selectivity):
+        return {"group": "read", "seed": seed, "read_weights": {"selectivity": selectivity}}
+
+    calls = [script.selectivity_verdicts([read_run(0, a), read_run(1, b)])[0]["verdict"]
+             for a, b in ((0.30, 0.35), (0.001, 0.003), (0.30, 0.01), (0.03, 0.04))]
+    assert calls == ["reproduced", "refuted", "inconclusive", "refuted"]
+    assert script.selectivity_verdicts([read_run(0, 0.001)])[0]["verdict"] == "inconclusive"  # one seed
+    assert "weight over 2 seed(s)" in script.verdict_line(script.selectivity_verdicts([read_run(0, 0.3),
+                                                                                      read_run(1, 0.4)])[0])

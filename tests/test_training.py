@@ -296,10 +296,11 @@ def test_the_memory_recall_script_scores_recall_trained_runs_by_source(shared, a
     read_group = f"{searching}, memory_read=attention before block 0"
     assert [score["group"] for score in results["scores"]] == [searching, first, read_group]
     assert all(len(score["pairs"]) == 3 and score["windows"] == 6 for score in results["scores"])
-    slot, read = results["comparisons"]
+    slot, read, selective = results["comparisons"]
     assert (slot["treated"], read["treated"]) == (first, read_group) and read["control"] == searching
+    assert selective["treated"] == read_group and selective["measured"] == "selectivity"
     assert all(len(c["effects"]) == 1 and c["verdict"] in ("reproduced", "refuted", "inconclusive")
-               for c in (slot, read))
+               for c in (slot, read, selective))
     assert [s["read_weights"] is None for s in results["scores"]] == [True, True, False]
     report = out.with_suffix(".md").read_text()
     assert f"| {first} | 0 |" in report and "## Where the content-addressed read looks" in report

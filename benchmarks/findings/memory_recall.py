@@ -21,7 +21,10 @@ verdict compares two settings that differ in one thing, seed by seed:
 * "a content-addressed read helps the decoder find the memory": the gain over every pair with an attention read
   minus the same without it, both trained on any source (one verdict per read setting);
 * "a deeper decoder helps recall": the gain over every pair of a deeper slots-reading decoder minus the next
-  shallower one, so a read placed deep in a deep decoder is told apart from the depth itself::
+  shallower one, so a read placed deep in a deep decoder is told apart from the depth itself;
+* "the read weighs the matching memory more" (per read setting): how much more chunk 3 weighs a slot when it
+  repeats that slot's chunk than when it repeats the other chunk (selectivity; 0 for weights blind to
+  content)::
 
     python train_accelerate.py --preset configuration/memory_32_recall.json --set model.memory_read=attention \
         --set model.memory_read_layer=1 --set train.output_dir=runs/memory_32_recall_read1
@@ -32,6 +35,7 @@ verdict compares two settings that differ in one thing, seed by seed:
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -111,26 +115,45 @@ def score_run(run: Path, held_out_ids, tokenizer_id: str, batch_size: int) -> di
                          "memories of earlier chunks (past or recurrent)")
     with torch.no_grad():
         recall = evaluate_chunk_recall(loaded.model, held_out_ids, {"batch_size": batch_size, "progress": True})
-        read = read_weights_on_a_repeat(loaded.model, held_out_ids, batch_size)
+        read = read_weights_on_repeats(loaded.model, held_out_ids, batch_size)
     train = run_config(run).train
     setting = setting_of(train, loaded.model.config)
     return {"run": str(run), "group": group_label(setting), "setting": setting, "seed": train.seed, **recall,
             "read_weights": read}
 
 
-def read_weights_on_a_repeat(model, held_out_ids, batch_size: int) -> dict | None:
-    """Where a content-addressed read looks (``memory_read="attention"``, fixed slots only; ``None`` otherwise):
-    on held-out windows whose third chunk is overwritten by the first, the read's mean attention per chunk over
-    "nothing" and each memory slot, at the chunk's token positions. A read that finds the repeat puts chunk 3's
-    weight on slot 1."""
-    import torch
+REPEATS_READ = {"natural text": None, "chunk 3 = chunk 1": 0, "chunk 3 = chunk 2": 1}  # chunk 3's source
 
+
+def read_weights_on_repeats(model, held_out_ids, batch_size: int) -> dict | None:
+    """Where a content-addressed read looks (``memory_read="attention"``, fixed slots, 2+ memories; ``None``
+    otherwise): the read's mean attention per chunk over "nothing" and each memory slot, at the chunk's token
+    positions, on the held-out windows as they are and with chunk 3 overwritten by chunk 1 or by chunk 2. A read
+    that finds the repeat weighs slot 1 more when chunk 3 repeats chunk 1 than when it repeats chunk 2, and slot
+    2 the other way round: ``selectivity`` is the mean of those two differences (0: the read ignores content,
+    1: it reads only the matching memory)."""
     config = model.config
     if getattr(model, "memory_read", None) is None or config.memory_positions != "fixed" or config.max_memories < 2:
         return None
-    chunk = config.n_ctx
-    ids = held_out_ids[:, : chunk * (config.max_memories + 1)].clone()
-    ids[:, 2 * chunk : 3 * chunk] = ids[:, :chunk]
+    means = {name: mean_read_weights(model, held_out_ids, batch_size, source)
+             for name, source in REPEATS_READ.items()}
+    of_first, of_second = means["chunk 3 = chunk 1"][2], means["chunk 3 = chunk 2"][2]  # chunk 3: (1 + S,)
+    selectivity = float((of_first[1] - of_second[1]) + (of_second[2] - of_first[2])) / 2
+    return {"selectivity": round(selectivity, 4),
+            "per_chunk": {name: [{"chunk": c + 1, "nothing": round(float(row[0]), 4),
+                                  "slots": [round(float(x), 4) for x in row[1:]]} for c, row in enumerate(rows)]
+                          for name, rows in means.items()}}
+
+
+def mean_read_weights(model, held_out_ids, batch_size: int, source: int | None):
+    """``(chunks, 1 + S)``: the read's mean attention at each chunk's tokens over the windows of
+    ``held_out_ids``, with chunk 3 overwritten by chunk ``source + 1`` (as they are when ``source`` is None)."""
+    import torch
+
+    chunk = model.config.n_ctx
+    ids = held_out_ids[:, : chunk * (model.config.max_memories + 1)].clone()
+    if source is not None:
+        ids[:, 2 * chunk : 3 * chunk] = ids[:, source * chunk : (source + 1) * chunk]
     captured = []
     hook = model.memory_read.register_forward_hook(
         lambda module, args, output: captured.append(module.weights(*args)[:, -chunk:].float()))
@@ -142,10 +165,7 @@ def read_weights_on_a_repeat(model, held_out_ids, batch_size: int) -> dict | Non
         hook.remove()
     chunks = ids.shape[1] // chunk
     weights = torch.cat([w.view(-1, chunks, *w.shape[1:]) for w in captured])  # (windows, chunks, C, 1 + S)
-    means = weights.mean(dim=(0, 2))  # (chunks, 1 + S)
-    return {"repeat": "chunk 3 = chunk 1",
-            "per_chunk": [{"chunk": c + 1, "nothing": round(float(row[0]), 4),
-                           "slots": [round(float(x), 4) for x in row[1:]]} for c, row in enumerate(means)]}
+    return weights.mean(dim=(0, 2))
 
 
 def pair_gains(score: dict) -> dict[tuple[int, int], float]:
@@ -225,13 +245,38 @@ def comparisons(scores: list[dict]) -> list[dict]:
         call, effects = paired_verdict(scores, treated, control, measure)
         results.append({"question": question, "treated": treated, "control": control, "measured": measured,
                         "verdict": call, "effects": effects})
+    return results + selectivity_verdicts(scores)
+
+
+SELECTIVE = 0.05  # the least selectivity (weight share) called content-addressed
+
+
+def selectivity_verdicts(scores: list[dict]) -> list[dict]:
+    """Per read setting, the call on 'the read weighs the matching memory at least SELECTIVE more', from its
+    seeds' selectivity: reproduced when every seed passes SELECTIVE and the mean exceeds twice its standard error;
+    refuted when the mean plus twice its standard error stays below SELECTIVE (the read is content-blind within
+    that margin; needs 2+ seeds); otherwise inconclusive."""
+    by_group = defaultdict(list)
+    for score in sorted(scores, key=lambda score: score["seed"]):
+        if score.get("read_weights"):
+            by_group[score["group"]].append(score["read_weights"]["selectivity"])
+    results = []
+    for group, effects in sorted(by_group.items()):
+        stats = seed_stats(effects)
+        error = stats.std / math.sqrt(stats.n) if stats.n > 1 else float("inf")
+        call = ("reproduced" if all(e > SELECTIVE for e in effects) and stats.mean > 2 * error else
+                "refuted" if stats.mean + 2 * error < SELECTIVE else "inconclusive")
+        results.append({"question": f"the read weighs the matching memory at least {SELECTIVE} more",
+                        "treated": group, "control": "content-blind weights (selectivity 0)",
+                        "measured": "selectivity", "unit": "weight", "verdict": call, "effects": effects})
     return results
 
 
 def verdict_line(result: dict) -> str:
     """One markdown line of a comparison's verdict."""
     effects = result["effects"]
-    effect_text = (f": {seed_stats(effects).mean:+.3f} ± {seed_stats(effects).std:.3f} nats/token over "
+    effect_text = (f": {seed_stats(effects).mean:+.3f} ± {seed_stats(effects).std:.3f} "
+                   f"{result.get('unit', 'nats/token')} over "
                    f"{len(effects)} seed(s) ({', '.join(f'{e:+.3f}' for e in effects)})" if effects else "")
     return (f"**Verdict on '{result['question']}'** ({result['measured']}, {result['treated']} − "
             f"{result['control']}, per seed): **{result['verdict']}**{effect_text}.")
@@ -274,16 +319,23 @@ def plot(scores: list[dict], path: Path) -> None:
 
 
 def read_weight_lines(scores: list[dict]) -> list[str]:
-    """A table of where each content-addressed read looks on a repeat (nothing for runs without one)."""
-    rows = [[score["group"], score["seed"], entry["chunk"], f"{entry['nothing']:.3f}",
+    """A table of where each content-addressed read looks, and how selective it is (nothing for runs without
+    one)."""
+    rows = [[score["group"], score["seed"], text, entry["chunk"], f"{entry['nothing']:.3f}",
              " / ".join(f"{x:.3f}" for x in entry["slots"])]
-            for score in scores if score.get("read_weights") for entry in score["read_weights"]["per_chunk"]]
+            for score in scores if score.get("read_weights")
+            for text, entries in score["read_weights"]["per_chunk"].items() for entry in entries if entry["chunk"] > 1]
     if not rows:
         return []
+    selective = [[score["group"], score["seed"], f"{score['read_weights']['selectivity']:+.3f}"]
+                 for score in scores if score.get("read_weights")]
     return ["## Where the content-addressed read looks", "",
-            "Held-out windows whose chunk 3 is overwritten by chunk 1; the read's mean attention at each chunk's "
-            "tokens. A read that finds the repeat puts chunk 3's weight on slot 1.", "",
-            markdown_table(["recall training", "seed", "chunk", "weight on nothing", "weight on slots 1 / 2 / …"],
+            "The read's mean attention at each chunk's tokens (chunk 1 can only read 'nothing'), on the held-out "
+            "windows as they are and with chunk 3 overwritten by chunk 1 or chunk 2. Selectivity: how much more "
+            "chunk 3 weighs a slot when it repeats that slot's chunk than when it repeats the other, averaged over "
+            "slots 1 and 2 (0: the weights ignore content; 1: only the matching memory is read).", "",
+            markdown_table(["setting", "seed", "selectivity"], selective), "",
+            markdown_table(["setting", "seed", "text", "chunk", "weight on nothing", "weight on slots 1 / 2 / …"],
                            rows), ""]
 
 
