@@ -37,7 +37,7 @@ class NonFiniteLossError(FloatingPointError):
 @dataclass
 class Progress:
     """Where a run is: optimizer steps, micro-batches and windows consumed, and seconds spent in the training loop
-over every invocation (``trainer_state.json``)."""
+    over every invocation (``trainer_state.json``)."""
 
     step: int = 0
     micro_step: int = 0

@@ -264,8 +264,7 @@ def selectivity_verdicts(scores: list[dict]) -> list[dict]:
     for group, effects in sorted(by_group.items()):
         stats = seed_stats(effects)
         error = stats.std / math.sqrt(stats.n) if stats.n > 1 else float("inf")
-        call = ("reproduced" if all(e > SELECTIVE for e in effects) and stats.mean > 2 * error else
-                "refuted" if stats.mean + 2 * error < SELECTIVE else "inconclusive")
+        call = "refuted" if stats.mean + 2 * error < SELECTIVE else verdict(effects, minimum=SELECTIVE)
         results.append({"question": f"the read weighs the matching memory at least {SELECTIVE} more",
                         "treated": group, "control": "content-blind weights (selectivity 0)",
                         "measured": "selectivity", "unit": "weight", "verdict": call, "effects": effects})
